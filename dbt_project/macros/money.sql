@@ -1,0 +1,16 @@
+{#- Money types and the one rounding rule. See docs/pricing.md. -#}
+
+{% macro money_type() -%}
+    decimal(38, 12)
+{%- endmacro %}
+
+{#- Round an exact amount in minor units to whole minor units: half away from zero
+    (0.5 -> 1, -0.5 -> -1). Applied once, at invoice line finalisation. -#}
+{% macro round_to_minor_units(amount) -%}
+    cast(sign({{ amount }}) * floor(abs({{ amount }}) + 0.5) as bigint)
+{%- endmacro %}
+
+{% macro from_unix_seconds(column) -%}
+    case when {{ column }} is null or {{ column }} = '' then null
+         else to_timestamp(cast({{ column }} as bigint)) at time zone 'UTC' end
+{%- endmacro %}

@@ -1,0 +1,82 @@
+"""Load Stripe CSV exports into the warehouse's ``stripe_raw`` schema, as exported.
+
+Columns keep Stripe's names and arrive as text; dbt's staging models cast them. Loading replaces
+each table whole, so a re-run is harmless and a later export supersedes an earlier one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+STRIPE_EXPORT_TABLES: dict[str, tuple[str, ...]] = {
+    "customers": ("id", "email", "name", "currency", "created", "metadata"),
+    "products": ("id", "name", "active", "created", "metadata"),
+    "prices": (
+        "id",
+        "product",
+        "currency",
+        "unit_amount",
+        "unit_amount_decimal",
+        "billing_scheme",
+        "recurring_interval",
+        "recurring_usage_type",
+        "lookup_key",
+        "active",
+        "created",
+    ),
+    "subscriptions": (
+        "id",
+        "customer",
+        "status",
+        "currency",
+        "created",
+        "start_date",
+        "current_period_start",
+        "current_period_end",
+        "canceled_at",
+        "ended_at",
+        "metadata",
+    ),
+    "subscription_items": ("id", "subscription", "price", "quantity", "created"),
+}
+
+
+class StripeExportError(ValueError):
+    """An export file is missing or does not have Stripe's columns."""
+
+
+def load_stripe_exports(conn: duckdb.DuckDBPyConnection, *, stripe_dir: Path) -> dict[str, int]:
+    """Replace ``stripe_raw.<table>`` from ``<stripe_dir>/<table>.csv``; return row counts."""
+    row_counts: dict[str, int] = {}
+    conn.execute("begin transaction")
+    try:
+        conn.execute("create schema if not exists stripe_raw")
+        for table, columns in STRIPE_EXPORT_TABLES.items():
+            path = stripe_dir / f"{table}.csv"
+            if not path.exists():
+                raise StripeExportError(
+                    f"Stripe export {path} is missing. Export '{table}' from Stripe (or run "
+                    "`meterbook generate`) so that it lies there."
+                )
+            relation = conn.read_csv(str(path), header=True, all_varchar=True)
+            missing = [c for c in columns if c not in relation.columns]
+            if missing:
+                raise StripeExportError(
+                    f"Stripe export {path} lacks the columns {missing}; expected Stripe's "
+                    f"field names {list(columns)}."
+                )
+            column_list = ", ".join(f'"{c}"' for c in columns)
+            conn.execute(
+                f"create or replace table stripe_raw.{table} as "
+                f"select {column_list} from read_csv(?, header=true, all_varchar=true)",
+                [str(path)],
+            )
+            count = conn.execute(f"select count(*) from stripe_raw.{table}").fetchone()
+            row_counts[table] = int(count[0]) if count else 0
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    return row_counts

@@ -1,0 +1,443 @@
+"""Ingest one arrival day of raw usage logs into the warehouse, losing nothing.
+
+Every raw line ends in exactly one place:
+
+- ``ingest.usage_event_lines`` when it parses and validates, with a dedup ``status``:
+  ``accepted`` (the first copy of its ``event_id``), ``duplicate`` (a later copy with the same
+  billed content: an edge retry) or ``conflict`` (a later copy with *different* content: it is
+  quarantined and never billed);
+- ``ingest.invalid_usage_lines`` with a ``reason`` when it does not.
+
+"First" is decided by ``(received_at, source_file, line_number)`` over *all* days ever ingested,
+not by the order in which partitions happen to run, so re-running or backfilling days in any
+order converges to the same statuses. Re-running a day replaces that day's rows.
+
+All parsing runs inside DuckDB (vectorised JSON functions over the raw lines), which is what keeps
+ingestion close to the cost of a bare query over the same files (see ``bench/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import gzip
+import zlib
+
+import duckdb
+
+KNOWN_EVENT_TYPES: tuple[str, ...] = ("model_call",)
+TOKEN_FIELDS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
+MAX_LINE_BYTES = 64 * 1024
+MAX_TOKENS_PER_EVENT = 100_000_000
+MAX_EVENT_ID_CHARS = 128
+# Events may arrive late, but not later than Stripe accepts meter events (35 days).
+MAX_LATENESS_DAYS = 35
+# The edge's clock may run a little ahead of the collector's.
+MAX_CLOCK_SKEW_MINUTES = 5
+# received_at must lie in the file's arrival day, give or take this much (hour files flush late).
+ARRIVAL_DAY_TOLERANCE_HOURS = 6
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+
+SCHEMA_SQL = """
+create schema if not exists ingest;
+create table if not exists ingest.usage_files (
+    arrival_date date not null,
+    source_file varchar not null,
+    raw_lines bigint not null,
+    file_bytes bigint not null,
+    primary key (source_file)
+);
+create table if not exists ingest.usage_event_lines (
+    arrival_date date not null,
+    source_file varchar not null,
+    line_number bigint not null,
+    event_id varchar not null,
+    customer_id varchar not null,
+    event_type varchar not null,
+    occurred_at timestamp not null,
+    received_at timestamp not null,
+    usage_date date not null,
+    model varchar,
+    request_kind varchar,
+    input_tokens bigint not null,
+    output_tokens bigint not null,
+    cache_read_tokens bigint not null,
+    content_hash varchar not null,
+    status varchar not null
+);
+create table if not exists ingest.invalid_usage_lines (
+    arrival_date date not null,
+    source_file varchar not null,
+    line_number bigint not null,
+    event_id varchar,
+    reason varchar not null,
+    raw_line varchar
+);
+create table if not exists ingest.partition_usage_dates (
+    arrival_date date not null,
+    usage_date date not null
+);
+create or replace view ingest.accepted_usage_events as
+    select * exclude (status) from ingest.usage_event_lines where status = 'accepted';
+create or replace view ingest.quarantined_usage_lines as
+    select arrival_date, source_file, line_number, event_id, reason, raw_line
+    from ingest.invalid_usage_lines
+    union all
+    select arrival_date, source_file, line_number, event_id,
+           'conflicting_duplicate: same event_id as an earlier line with different content',
+           null
+    from ingest.usage_event_lines where status = 'conflict';
+create or replace view ingest.usage_file_counts as
+    with line_counts as (
+        select source_file,
+               count(*) filter (where status = 'accepted') as accepted_lines,
+               count(*) filter (where status = 'duplicate') as duplicate_lines,
+               count(*) filter (where status = 'conflict') as conflict_lines
+        from ingest.usage_event_lines group by source_file
+    ),
+    invalid_counts as (
+        select source_file, count(*) as invalid_lines
+        from ingest.invalid_usage_lines group by source_file
+    )
+    select f.arrival_date, f.source_file, f.raw_lines,
+           coalesce(l.accepted_lines, 0) as accepted_lines,
+           coalesce(l.duplicate_lines, 0) as duplicate_lines,
+           coalesce(l.conflict_lines, 0) + coalesce(i.invalid_lines, 0) as quarantined_lines
+    from ingest.usage_files f
+    left join line_counts l using (source_file)
+    left join invalid_counts i using (source_file);
+"""
+
+
+@dataclass(frozen=True)
+class IngestionResult:
+    """What one arrival day contributed, for run metadata and the CLI summary."""
+
+    arrival_date: date
+    files: int
+    raw_lines: int
+    accepted_lines: int
+    duplicate_lines: int
+    quarantined_lines: int
+    usage_dates: tuple[date, ...]
+
+
+class IngestionError(RuntimeError):
+    """A whole file or day could not be read; nothing of that day was written."""
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(SCHEMA_SQL)
+
+
+def day_files(raw_usage_dir: Path, arrival_date: date) -> list[Path]:
+    """The hour files of one arrival day, in a stable order."""
+    day_dir = raw_usage_dir / f"date={arrival_date.isoformat()}"
+    return sorted(day_dir.glob("hour=*/*.ndjson.gz"))
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _raw_lines_sql(files: list[Path], raw_usage_dir: Path) -> str:
+    """One union branch per file, so that ``line_number`` is the line's number in its file."""
+    branches = []
+    for path in files:
+        relative = path.relative_to(raw_usage_dir).as_posix()
+        branches.append(
+            f"select {_sql_string(relative)} as source_file, ordinality as line_number, raw_line "
+            f"from read_csv({_sql_string(str(path))}, columns={{'raw_line': 'VARCHAR'}}, "
+            "header=false, delim=chr(30), quote='', escape='', auto_detect=false, "
+            f"new_line='\\n', max_line_size={MAX_LINE_BYTES * 16}) with ordinality"
+        )
+    return "\nunion all\n".join(branches)
+
+
+def _classified_sql(arrival_date: date) -> str:
+    """Extract typed fields from every raw line and name the first rule it breaks, if any."""
+    day = _sql_string(arrival_date.isoformat())
+    known_types = ", ".join(_sql_string(t) for t in KNOWN_EVENT_TYPES)
+    token_checks = "\n".join(
+        f"""            when token_types[{i + 1}] is null then 'missing_{field}'
+            when token_types[{i + 1}] not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
+            when try_cast(fields[{i + 6}] as bigint) < 0 then 'negative_{field}'
+            when try_cast(fields[{i + 6}] as bigint) > {MAX_TOKENS_PER_EVENT}
+                then '{field}_too_large'"""
+        for i, field in enumerate(TOKEN_FIELDS)
+    )
+    return f"""
+    with raw as (select * from raw_lines),
+    extracted as (
+        select *,
+            case when is_json then json_type(raw_line) end as line_type,
+            case when is_json then json_extract_string(raw_line, [
+                '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
+                '$.properties.input_tokens', '$.properties.output_tokens',
+                '$.properties.cache_read_tokens', '$.properties.model',
+                '$.properties.request_kind']) end as fields,
+            case when is_json then json_type(raw_line, [
+                '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at'])
+                end as field_types,
+            case when is_json then json_type(raw_line, [
+                '$.properties.input_tokens', '$.properties.output_tokens',
+                '$.properties.cache_read_tokens']) end as token_types
+        from (
+            select *, raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
+                      and json_valid(raw_line) as is_json
+            from raw
+        )
+    ),
+    typed as (
+        select *,
+            try_cast(fields[4] as timestamptz) at time zone 'UTC' as occurred_at,
+            try_cast(fields[5] as timestamptz) at time zone 'UTC' as received_at
+        from extracted
+    ),
+    classified as (
+        select *, case
+            when raw_line is null or trim(raw_line) = '' then 'empty_line'
+            when strlen(raw_line) > {MAX_LINE_BYTES} then 'line_too_long'
+            when not is_json then 'invalid_json'
+            when line_type <> 'OBJECT' then 'not_a_json_object'
+            when field_types[1] is null then 'missing_event_id'
+            when field_types[1] <> 'VARCHAR' or fields[1] = ''
+                 or strlen(fields[1]) > {MAX_EVENT_ID_CHARS} then 'invalid_event_id'
+            when field_types[2] is null then 'missing_customer_id'
+            when field_types[2] <> 'VARCHAR' or fields[2] = '' then 'invalid_customer_id'
+            when field_types[3] is null then 'missing_event_type'
+            when fields[3] not in ({known_types}) then 'unknown_event_type'
+            when field_types[4] is null then 'missing_occurred_at'
+            when field_types[4] <> 'VARCHAR' or occurred_at is null then 'invalid_occurred_at'
+            when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')
+                then 'occurred_at_without_time_zone'
+            when field_types[5] is null then 'missing_received_at'
+            when field_types[5] <> 'VARCHAR' or received_at is null then 'invalid_received_at'
+            when not regexp_full_match(fields[5], '{TIMESTAMP_PATTERN}')
+                then 'received_at_without_time_zone'
+            when received_at < cast({day} as timestamp)
+                               - interval {ARRIVAL_DAY_TOLERANCE_HOURS} hour
+              or received_at >= cast({day} as timestamp) + interval 1 day
+                               + interval {ARRIVAL_DAY_TOLERANCE_HOURS} hour
+                then 'received_at_outside_file_day'
+            when occurred_at > received_at + interval {MAX_CLOCK_SKEW_MINUTES} minute
+                then 'occurred_at_in_future'
+            when occurred_at < received_at - interval {MAX_LATENESS_DAYS} day
+                then 'occurred_at_too_old'
+            when fields[9] is null or fields[9] = '' then 'missing_model'
+{token_checks}
+            when fields[2] not in (select id from known_customers) then 'unknown_customer'
+            end as reason
+        from typed
+    )
+    select * from classified
+    """
+
+
+def ingest_usage_day(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    raw_usage_dir: Path,
+    arrival_date: date,
+) -> IngestionResult:
+    """Replace one arrival day's lines in the warehouse and re-decide dedup for the ids it touches.
+
+    Runs in one DuckDB transaction: a crash leaves the previous state of the day intact.
+    ``stripe_raw.customers`` must be loaded first (unknown customers are quarantined).
+    """
+    ensure_schema(conn)
+    files = day_files(raw_usage_dir, arrival_date)
+    day = _sql_string(arrival_date.isoformat())
+    conn.execute("begin transaction")
+    try:
+        conn.execute(
+            "create or replace temp table known_customers as "
+            "select distinct cast(id as varchar) as id from stripe_raw.customers"
+        )
+        if files:
+            conn.execute(
+                f"create or replace temp table raw_lines as {_raw_lines_sql(files, raw_usage_dir)}"
+            )
+        else:
+            conn.execute(
+                "create or replace temp table raw_lines "
+                "(source_file varchar, line_number bigint, raw_line varchar)"
+            )
+        conn.execute(f"create or replace temp table classified as {_classified_sql(arrival_date)}")
+        # Ids whose first copy may change: those of the day's old rows and of its new rows.
+        conn.execute(
+            f"""
+            create or replace temp table touched_ids as
+            select event_id from ingest.usage_event_lines where arrival_date = {day}
+            union
+            select fields[1] from classified where reason is null
+            """
+        )
+        conn.execute(
+            f"""
+            create or replace temp table previous_usage_dates as
+            select distinct usage_date from ingest.usage_event_lines
+            where arrival_date = {day}
+            """
+        )
+        conn.execute(f"delete from ingest.usage_event_lines where arrival_date = {day}")
+        conn.execute(f"delete from ingest.invalid_usage_lines where arrival_date = {day}")
+        conn.execute(f"delete from ingest.usage_files where arrival_date = {day}")
+        conn.execute(f"delete from ingest.partition_usage_dates where arrival_date = {day}")
+        read_sizes = dict(
+            conn.execute(
+                "select source_file, sum(coalesce(strlen(raw_line), 0) + 1) "
+                "from raw_lines group by source_file"
+            ).fetchall()
+        )
+        for path in files:
+            relative = path.relative_to(raw_usage_dir).as_posix()
+            _check_whole_file_was_read(path, int(read_sizes.get(relative, 0)))
+        conn.execute(
+            f"""
+            insert into ingest.usage_files
+            select {day}, source_file, count(*), 0 from raw_lines group by source_file
+            """
+        )
+        for path in files:
+            relative = path.relative_to(raw_usage_dir).as_posix()
+            conn.execute(
+                "update ingest.usage_files set file_bytes = ? where source_file = ?",
+                [path.stat().st_size, relative],
+            )
+        conn.execute(
+            f"""
+            insert into ingest.invalid_usage_lines
+            select {day}, source_file, line_number,
+                   case when is_json and field_types[1] = 'VARCHAR' then fields[1] end,
+                   reason, left(raw_line, 4096)
+            from classified where reason is not null
+            """
+        )
+        conn.execute(
+            f"""
+            insert into ingest.usage_event_lines
+            select {day}, source_file, line_number, fields[1], fields[2], fields[3],
+                   occurred_at, received_at, cast(occurred_at as date),
+                   fields[9], fields[10],
+                   cast(fields[6] as bigint), cast(fields[7] as bigint), cast(fields[8] as bigint),
+                   md5(concat_ws('|', fields[2], fields[3],
+                                 strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'),
+                                 fields[9], fields[10], fields[6], fields[7], fields[8])),
+                   'pending'
+            from classified where reason is null
+            """
+        )
+        _decide_statuses(conn)
+        conn.execute(
+            f"""
+            insert into ingest.partition_usage_dates
+            select distinct {day}, usage_date from (
+                select usage_date from ingest.usage_event_lines
+                where event_id in (select event_id from touched_ids)
+                union select usage_date from previous_usage_dates
+            )
+            """
+        )
+        result = _day_result(conn, arrival_date, len(files))
+        conn.execute("commit")
+    except IngestionError:
+        conn.execute("rollback")
+        raise
+    except duckdb.Error as error:
+        conn.execute("rollback")
+        raise IngestionError(
+            f"Could not ingest usage files for arrival date {arrival_date} "
+            f"under {raw_usage_dir}: {error}. Fix or move the offending file and re-run "
+            "the partition; nothing of this day was written."
+        ) from error
+    return result
+
+
+def _check_whole_file_was_read(path: Path, bytes_read: int) -> None:
+    """Refuse a gzip file whose lines do not add up to its recorded size.
+
+    A truncated gzip file can read as a shorter file without any error. The gzip trailer holds
+    the uncompressed size (mod 2**32); when the lines read do not match it (also the case for
+    files of several gzip members), the file is decompressed in full to tell which it is.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(2)
+        handle.seek(-4, 2) if path.stat().st_size >= 18 else None
+        trailer_size = int.from_bytes(handle.read(4), "little") if header == GZIP_MAGIC else None
+    if header != GZIP_MAGIC:
+        raise IngestionError(f"{path} is not a gzip file (it does not start with gzip's magic).")
+    if trailer_size in (bytes_read % 2**32, (bytes_read - 1) % 2**32):
+        return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise IngestionError(
+            f"{path} is truncated or corrupt ({error}); only part of it could be read. "
+            "Nothing of its day was written: restore the complete file and re-run the day."
+        ) from error
+
+
+def _decide_statuses(conn: duckdb.DuckDBPyConnection) -> None:
+    """Rank every copy of each touched event_id; only rows whose status changes are written."""
+    conn.execute(
+        """
+        create or replace temp table decided as
+        select source_file, line_number,
+            case when copy_rank = 1 then 'accepted'
+                 when content_hash = first_content_hash then 'duplicate'
+                 else 'conflict' end as new_status
+        from (
+            select source_file, line_number, content_hash,
+                row_number() over copies as copy_rank,
+                first_value(content_hash) over copies as first_content_hash
+            from ingest.usage_event_lines
+            where event_id in (select event_id from touched_ids)
+            window copies as (partition by event_id
+                              order by received_at, source_file, line_number)
+        )
+        """
+    )
+    conn.execute(
+        """
+        update ingest.usage_event_lines as lines set status = decided.new_status
+        from decided
+        where lines.source_file = decided.source_file
+          and lines.line_number = decided.line_number
+          and lines.status <> decided.new_status
+        """
+    )
+
+
+def _day_result(
+    conn: duckdb.DuckDBPyConnection, arrival_date: date, file_count: int
+) -> IngestionResult:
+    row = conn.execute(
+        """
+        select coalesce(sum(raw_lines), 0), coalesce(sum(accepted_lines), 0),
+               coalesce(sum(duplicate_lines), 0), coalesce(sum(quarantined_lines), 0)
+        from ingest.usage_file_counts where arrival_date = ?
+        """,
+        [arrival_date],
+    ).fetchone()
+    assert row is not None
+    usage_dates = conn.execute(
+        "select usage_date from ingest.partition_usage_dates where arrival_date = ? order by 1",
+        [arrival_date],
+    ).fetchall()
+    return IngestionResult(
+        arrival_date=arrival_date,
+        files=file_count,
+        raw_lines=int(row[0]),
+        accepted_lines=int(row[1]),
+        duplicate_lines=int(row[2]),
+        quarantined_lines=int(row[3]),
+        usage_dates=tuple(d for (d,) in usage_dates),
+    )

@@ -1,0 +1,160 @@
+"""The effects: ledger postings and Stripe meter events for the usage dates a run touched.
+
+Both compare what is rated now with what was already posted or sent, and write only the
+difference under keys derived from the slot and revision, so any re-run is harmless.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import duckdb
+import psycopg
+
+from ledger.usage_accruals import USAGE_ACCRUAL_KIND, RatedSlot, plan_usage_accruals
+from orchestration.partitions import daily_partitions
+from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
+from stripe_sync import outbox
+from stripe_sync.meter_events import (
+    METER_EVENT_OPERATION,
+    MeterSlot,
+    ensure_meters,
+    plan_meter_events,
+    send_pending_meter_events,
+)
+
+BILLABLE_USAGE = dg.AssetKey("billable_usage_daily")
+PRICE_BOOK_METERS = dg.AssetKey("price_book_meters")
+
+
+def touched_usage_dates(conn: duckdb.DuckDBPyConnection, start: date, end: date) -> set[date]:
+    rows = conn.execute(
+        "select distinct usage_date from ingest.partition_usage_dates "
+        "where arrival_date >= ? and arrival_date < ?",
+        [start, end],
+    ).fetchall()
+    return {day for (day,) in rows}
+
+
+def billable_rows(
+    conn: duckdb.DuckDBPyConnection, usage_dates: set[date]
+) -> list[tuple[str, str, date, str, object, int]]:
+    if not usage_dates:
+        return []
+    return conn.execute(
+        """
+        select customer_id, meter_id, usage_date, currency, amount_minor_exact, quantity_units
+        from billable_usage_daily
+        where is_priced and usage_date in (select unnest(?::date[]))
+        order by customer_id, meter_id, usage_date
+        """,
+        [sorted(usage_dates)],
+    ).fetchall()
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[BILLABLE_USAGE],
+    group_name="billing",
+    kinds={"postgres"},
+    description=(
+        "Usage accruals in the double-entry ledger (customer unbilled receivable / usage "
+        "revenue), one revision per change of a customer, meter and day's rated amount."
+    ),
+)
+def ledger_usage_accruals(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ledger: LedgerResource
+) -> dg.MaterializeResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
+        rows = billable_rows(conn, usage_dates)
+    rated = [
+        RatedSlot(customer_id=c, meter_id=m, usage_date=d, currency=cur, amount_minor=amount)
+        for c, m, d, cur, amount, _ in rows
+    ]
+    with ledger.open() as book:
+        transactions = plan_usage_accruals(
+            rated, posted=book.cause_totals(USAGE_ACCRUAL_KIND), usage_dates=usage_dates
+        )
+        result = book.post_many(transactions)
+        report = book.verify()
+    context.log.info(
+        f"Ledger: {result.created} transactions posted, {result.existing} already there, "
+        f"for {len(usage_dates)} usage dates"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "usage_dates": len(usage_dates),
+            "slots_rated": len(rated),
+            "transactions_posted": result.created,
+            "transactions_already_posted": result.existing,
+            "ledger_transactions": report.transactions,
+            "ledger_content_hash": report.content_hash,
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[BILLABLE_USAGE, ledger_usage_accruals, PRICE_BOOK_METERS],
+    group_name="billing",
+    kinds={"stripe"},
+    description=(
+        "Usage sent to Stripe Billing Meters through the outbox: one meter event per customer, "
+        "meter and day revision, with a deterministic identifier and Idempotency-Key."
+    ),
+)
+def stripe_meter_events(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    ledger: LedgerResource,
+    stripe: StripeResource,
+) -> dg.MaterializeResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
+        rows = billable_rows(conn, usage_dates)
+        meters = conn.execute(
+            "select meter_id, description from price_book_meters order by meter_id"
+        ).fetchall()
+    slots = [
+        MeterSlot(customer_id=c, meter_id=m, usage_date=d, quantity=int(quantity))
+        for c, m, d, _, _, quantity in rows
+    ]
+    client = stripe.client()
+    ensure_meters(client, meters)
+    with psycopg.connect(ledger.resolved_url(), autocommit=True) as conn:
+        outbox.ensure_schema(conn)
+        intents, decreases = plan_meter_events(
+            slots,
+            recorded=outbox.slot_totals(conn, METER_EVENT_OPERATION),
+            usage_dates=usage_dates,
+        )
+        recorded = outbox.record_intents(conn, intents)
+        report = send_pending_meter_events(conn, client)
+        states = outbox.state_counts(conn)
+    for decrease in decreases:
+        context.log.warning(f"Usage went down after it was sent to Stripe: {decrease}")
+    context.log.info(
+        f"Stripe: {recorded} new intents, {report.sent} sent in {report.attempts} attempts, "
+        f"{report.dead} dead, {report.still_pending} still pending"
+    )
+    if report.still_pending:
+        raise dg.Failure(
+            f"{report.still_pending} meter events could not be sent (Stripe kept failing "
+            "transiently); they stay pending in stripe_sync.outbox and the next run sends them.",
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "intents_recorded": recorded,
+            "meter_events_sent": report.sent,
+            "send_attempts": report.attempts,
+            "dead_letters": report.dead,
+            "usage_decreases_not_sent": dg.MetadataValue.json(decreases),
+            "outbox_states": dg.MetadataValue.json(states),
+        }
+    )

@@ -1,0 +1,104 @@
+"""The dbt project as Dagster assets, partitioned like the rest of the pipeline.
+
+The partition window reaches dbt as ``--vars`` (``min_date`` inclusive, ``max_date`` exclusive);
+incremental models rebuild only the usage dates those arrival days touched. dbt tests become
+Dagster asset checks; a failing test stops dbt's downstream models and the billing assets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
+
+from orchestration.assets.ingestion import WAREHOUSE_POOL
+from orchestration.partitions import daily_partitions
+from orchestration.resources import WarehouseResource, dbt_project
+from orchestration.settings import DBT_PROJECT_DIR
+
+
+def ensure_manifest() -> None:
+    """Parse the dbt project when its manifest is missing or older than its files.
+
+    ``dagster dev`` prepares the manifest itself; the CLI, the tests and CI come through here.
+    """
+    manifest = dbt_project.manifest_path
+    project_files = [
+        path
+        for folder in ("models", "macros", "seeds", "tests")
+        for path in (DBT_PROJECT_DIR / folder).rglob("*")
+        if path.is_file()
+    ] + [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    newest = max(path.stat().st_mtime for path in project_files)
+    if manifest.exists() and manifest.stat().st_mtime >= newest:
+        return
+    dbt_executable = Path(sys.executable).parent / "dbt"
+    completed = subprocess.run(
+        [
+            str(dbt_executable),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(manifest.parent),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"`dbt parse` failed for {DBT_PROJECT_DIR}; fix the dbt project:\n"
+            f"{completed.stdout}\n{completed.stderr}"
+        )
+
+
+ensure_manifest()
+
+
+class MeterbookDbtTranslator(DagsterDbtTranslator):
+    """Groups dbt assets by layer (staging, intermediate, marts, price_book)."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "price_book"
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "dbt"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=MeterbookDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+    pool=WAREHOUSE_POOL,
+)
+def meterbook_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    window = context.partition_time_window
+    dbt_vars = {
+        "min_date": window.start.date().isoformat(),
+        "max_date": window.end.date().isoformat(),
+    }
+    # dbt's profile reads the same variable, so both always point at one warehouse file.
+    os.environ["METERBOOK_WAREHOUSE_PATH"] = warehouse.path
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()

@@ -1,0 +1,83 @@
+"""Blocking quality gates: nothing reaches the ledger or Stripe unless they pass."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.billing import ledger_usage_accruals
+from orchestration.assets.ingestion import usage_events
+from orchestration.partitions import daily_partitions
+from orchestration.quality.usage_suite import usage_profile, validate_usage_profile
+from orchestration.resources import LedgerResource, WarehouseResource
+
+
+@dg.asset_check(
+    asset=usage_events,
+    blocking=True,
+    partitions_def=daily_partitions,
+    description=(
+        "Great Expectations suite `accepted_usage_events` over the partition's accepted events "
+        "(schema, known types and customers, token ranges, timestamps). Blocks billing on failure."
+    ),
+)
+def accepted_usage_events_suite(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        profile = usage_profile(conn, window.start.date(), window.end.date())
+    outcome = validate_usage_profile(profile)
+    return dg.AssetCheckResult(
+        passed=outcome.success,
+        metadata={
+            "events_validated": outcome.events,
+            "profile_rows": outcome.profile_rows,
+            "failed_expectations": dg.MetadataValue.json(outcome.failures),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=usage_events,
+    blocking=True,
+    partitions_def=daily_partitions,
+    description="Every raw line is accounted for: raw = accepted + duplicates + quarantined.",
+)
+def usage_lines_conserved(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            """
+            select source_file, raw_lines, accepted_lines, duplicate_lines, quarantined_lines
+            from ingest.usage_file_counts
+            where arrival_date >= ? and arrival_date < ?
+              and raw_lines <> accepted_lines + duplicate_lines + quarantined_lines
+            """,
+            [window.start.date(), window.end.date()],
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not rows,
+        metadata={"files_not_conserved": dg.MetadataValue.json([list(map(str, r)) for r in rows])},
+    )
+
+
+@dg.asset_check(
+    asset=ledger_usage_accruals,
+    blocking=True,
+    partitions_def=daily_partitions,
+    description="Every ledger transaction balances per currency (the whole ledger is verified).",
+)
+def ledger_balanced(ledger: LedgerResource) -> dg.AssetCheckResult:
+    with ledger.open() as book:
+        report = book.verify()
+    return dg.AssetCheckResult(
+        passed=not report.unbalanced_transactions,
+        metadata={
+            "transactions": report.transactions,
+            "entries": report.entries,
+            "unbalanced_transactions": dg.MetadataValue.json(report.unbalanced_transactions[:20]),
+            "content_hash": report.content_hash,
+        },
+    )

@@ -1,0 +1,301 @@
+"""The ``meterbook`` command: generate sample data, run and backfill days, verify the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+
+import typer
+
+from orchestration.settings import DBT_PROJECT_DIR, LOCAL_STRIPE_PORT, Settings, get_settings
+
+app = typer.Typer(
+    help="Meterbook: raw usage events to an exact ledger and Stripe Billing Meters.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+DEMO_CUSTOMERS = 25
+DEMO_EVENTS_PER_DAY = 20_000
+DEMO_DAYS = 30
+DEMO_SEED = 7
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def _parse_day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{option} must be a date like 2026-10-01, not {value!r}."
+        ) from None
+
+
+@app.command()
+def generate(
+    days: Annotated[int, typer.Option(help="Number of days of usage.")] = DEMO_DAYS,
+    customers: Annotated[int, typer.Option(help="Number of customers.")] = DEMO_CUSTOMERS,
+    events_per_day: Annotated[int, typer.Option(help="Events per day.")] = DEMO_EVENTS_PER_DAY,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = DEMO_SEED,
+    end_date: Annotated[
+        str | None, typer.Option(help="Last day (default: yesterday, UTC).")
+    ] = None,
+) -> None:
+    """Write deterministic sample usage logs and Stripe exports under the data directory."""
+    from ingestion.sample_data import generate_sample_data
+
+    settings = get_settings()
+    last_day = _parse_day(end_date, "--end-date") if end_date else _yesterday()
+    start = last_day - timedelta(days=days - 1)
+    started = time.monotonic()
+    summary = generate_sample_data(
+        settings.data_dir,
+        start_date=start,
+        days=days,
+        customers=customers,
+        events_per_day=events_per_day,
+        seed=seed,
+        price_book_dir=DBT_PROJECT_DIR / "seeds",
+    )
+    typer.echo(
+        f"Generated {days} days ({start} to {last_day}) for {customers} customers under "
+        f"{settings.data_dir / 'raw'} in {time.monotonic() - started:.1f} s."
+    )
+    del summary
+
+
+@app.command()
+def run(date_: Annotated[str, typer.Option("--date", help="Arrival day to run.")]) -> None:
+    """Materialise one daily partition through Dagster."""
+    day = _parse_day(date_, "--date")
+    _run_range(get_settings(), day, day, chunk_days=1)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First arrival day (inclusive).")],
+    end: Annotated[str, typer.Option(help="Last arrival day (inclusive).")],
+    chunk_days: Annotated[
+        int, typer.Option(help="Days per Dagster run (dbt runs once per run).")
+    ] = 31,
+) -> None:
+    """Materialise a range of daily partitions through Dagster, chunk by chunk."""
+    _run_range(get_settings(), _parse_day(start, "--start"), _parse_day(end, "--end"), chunk_days)
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days in the sample period.")] = DEMO_DAYS,
+    customers: Annotated[int, typer.Option(help="Customers.")] = DEMO_CUSTOMERS,
+    events_per_day: Annotated[int, typer.Option(help="Events per day.")] = DEMO_EVENTS_PER_DAY,
+    end_date: Annotated[
+        str | None, typer.Option(help="Last day (default: yesterday, UTC).")
+    ] = None,
+) -> None:
+    """Generate a sample month, start the local Stripe, bill every day, print a summary."""
+    from stripe_local.server import LocalStripeServer
+
+    settings = get_settings()
+    last_day = _parse_day(end_date, "--end-date") if end_date else _yesterday()
+    first_day = last_day - timedelta(days=days - 1)
+    parameters = {
+        "start_date": first_day.isoformat(),
+        "days": days,
+        "customers": customers,
+        "events_per_day": events_per_day,
+        "seed": DEMO_SEED,
+    }
+    _prepare_demo_data(settings, parameters)
+    if not settings.uses_local_stripe:
+        raise typer.BadParameter(
+            "The demo sends usage to the local Stripe; unset METERBOOK_STRIPE_API_BASE."
+        )
+    port = int(settings.stripe_api_base.rsplit(":", 1)[1])
+    with LocalStripeServer(
+        port=port,
+        db_path=settings.stripe_local_db,
+        seed_customers_csv=settings.raw_stripe_dir / "customers.csv",
+    ):
+        started = time.monotonic()
+        _run_range(settings, first_day, last_day, chunk_days=31)
+        elapsed = time.monotonic() - started
+        stripe_events = _local_stripe_meter_events(settings.stripe_api_base)
+    _print_summary(settings, stripe_events=stripe_events)
+    typer.echo(f"Billed {days} days in {elapsed:.0f} s.")
+    typer.echo(
+        "See the runs and assets in the Dagster UI: uv run meterbook ui "
+        "(then open http://127.0.0.1:3000)."
+    )
+
+
+@app.command()
+def summary() -> None:
+    """Print the figures of what has been billed so far."""
+    settings = get_settings()
+    _print_summary(settings, stripe_events=None)
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000) -> None:
+    """Open the Dagster UI on this project's instance (the runs the CLI launched included)."""
+    from orchestration.runner import prepare_instance
+
+    prepare_instance(get_settings())
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
+    )
+
+
+@app.command("stripe-server")
+def stripe_server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = LOCAL_STRIPE_PORT,
+) -> None:
+    """Run the local Stripe-compatible server in the foreground (for `dagster dev`)."""
+    settings = get_settings()
+    command = [
+        sys.executable,
+        "-m",
+        "stripe_local",
+        "--port",
+        str(port),
+        "--db",
+        str(settings.stripe_local_db),
+    ]
+    customers_csv = settings.raw_stripe_dir / "customers.csv"
+    if customers_csv.exists():
+        command += ["--seed-customers", str(customers_csv)]
+    raise typer.Exit(subprocess.call(command))
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Check every transaction balances; print counts and the ledger's content hash."""
+    from ledger import Ledger
+    from orchestration.resources import build_resources
+
+    ledger_resource = build_resources()["ledger"]
+    with Ledger.connect(ledger_resource.resolved_url()) as book:  # type: ignore[attr-defined]
+        report = book.verify()
+    typer.echo(f"transactions: {report.transactions}")
+    typer.echo(f"entries: {report.entries}")
+    typer.echo(f"unbalanced transactions: {len(report.unbalanced_transactions)}")
+    typer.echo(f"content hash: {report.content_hash}")
+    if report.unbalanced_transactions:
+        for key in report.unbalanced_transactions[:20]:
+            typer.echo(f"  unbalanced: {key}", err=True)
+        raise typer.Exit(1)
+
+
+def _run_range(settings: Settings, first_day: date, last_day: date, chunk_days: int) -> None:
+    from orchestration.runner import RunOutcome, day_chunks, run_days
+
+    total_days = sum(
+        (end - start).days + 1 for start, end in day_chunks(first_day, last_day, chunk_days)
+    )
+    with typer.progressbar(length=total_days, label="Billing days") as progress:
+
+        def advance(outcome: RunOutcome) -> None:
+            progress.update((outcome.last_day - outcome.first_day).days + 1)
+            state = "ok" if outcome.success else "FAILED"
+            progress.label = f"{outcome.first_day}..{outcome.last_day} {state}"
+
+        outcomes = run_days(
+            settings, first_day, last_day, chunk_days=chunk_days, on_chunk_done=advance
+        )
+    for outcome in outcomes:
+        state = "succeeded" if outcome.success else "FAILED"
+        typer.echo(f"run {outcome.run_id}: {outcome.first_day}..{outcome.last_day} {state}")
+    if not all(o.success for o in outcomes):
+        typer.echo(
+            "A run failed: open the Dagster UI (uv run meterbook ui) for the failed step and "
+            "its logs, fix the cause, then re-run the same days; nothing is billed twice.",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _prepare_demo_data(settings: Settings, parameters: dict[str, object]) -> None:
+    """Generate the sample data, or reuse it when it was made with the same parameters.
+
+    When the parameters changed (a new day moves the month), the demo's own state is reset
+    (raw files, warehouse, ledger, local Stripe); the Dagster run history is kept.
+    """
+    from ingestion.sample_data import generate_sample_data
+
+    marker = settings.data_dir / "demo.json"
+    if marker.exists() and json.loads(marker.read_text()) == parameters:
+        typer.echo(f"Reusing the sample data under {settings.data_dir / 'raw'}.")
+        return
+    if marker.exists():
+        typer.echo("The demo period changed: resetting the demo's raw data, warehouse and ledger.")
+        for path in (settings.data_dir / "raw", settings.ledger_data_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (settings.warehouse_path, settings.stripe_local_db):
+            path.unlink(missing_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    generate_sample_data(
+        settings.data_dir,
+        start_date=date.fromisoformat(str(parameters["start_date"])),
+        days=int(parameters["days"]),  # type: ignore[call-overload]
+        customers=int(parameters["customers"]),  # type: ignore[call-overload]
+        events_per_day=int(parameters["events_per_day"]),  # type: ignore[call-overload]
+        seed=int(parameters["seed"]),  # type: ignore[call-overload]
+        price_book_dir=DBT_PROJECT_DIR / "seeds",
+    )
+    marker.write_text(json.dumps(parameters, indent=2))
+    typer.echo(
+        f"Generated {parameters['days']} days of sample data from {parameters['start_date']} "
+        f"in {time.monotonic() - started:.1f} s."
+    )
+
+
+def _local_stripe_meter_events(api_base: str) -> int | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_base}/_local/stats", timeout=5) as response:
+            stats = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return int(stats.get("meter_events", 0))
+
+
+def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
+    from orchestration.resources import build_resources
+    from orchestration.summary import collect_summary, format_minor
+
+    ledger_url = build_resources(settings)["ledger"].resolved_url()  # type: ignore[attr-defined]
+    figures = collect_summary(str(settings.warehouse_path), ledger_url)
+    typer.echo("")
+    typer.echo("Meterbook summary")
+    typer.echo(f"  events in (raw lines):  {figures.raw_lines:,}")
+    typer.echo(f"  accepted:               {figures.accepted_lines:,}")
+    typer.echo(f"  duplicates:             {figures.duplicate_lines:,}")
+    typer.echo(f"  quarantined:            {figures.quarantined_lines:,}")
+    for reason, count in figures.quarantine_reasons.items():
+        typer.echo(f"      {reason}: {count:,}")
+    conserved = "yes" if figures.lines_conserved else "NO"
+    typer.echo(f"  every line accounted:   {conserved}")
+    typer.echo("  billed per customer (invoice lines, rounded once):")
+    for bill in figures.bills:
+        typer.echo(f"      {bill.customer_id}  {format_minor(bill.amount_minor, bill.currency)}")
+    typer.echo(f"  ledger transactions:    {figures.ledger_transactions:,}")
+    typer.echo(f"  ledger balanced:        {'yes' if figures.ledger_balanced else 'NO'}")
+    typer.echo(f"  ledger content hash:    {figures.ledger_content_hash}")
+    typer.echo(f"  outbox:                 {figures.outbox_states}")
+    if stripe_events is not None:
+        typer.echo(f"  meter events on Stripe: {stripe_events:,}")

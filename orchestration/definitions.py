@@ -1,0 +1,38 @@
+"""The code location: assembles assets, checks, jobs, schedules and resources, nothing more."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
+from orchestration.assets.dbt import meterbook_dbt_models
+from orchestration.assets.ingestion import stripe_exports, usage_events
+from orchestration.checks import (
+    accepted_usage_events_suite,
+    ledger_balanced,
+    usage_lines_conserved,
+)
+from orchestration.jobs import daily_billing_job, daily_billing_schedule
+from orchestration.resources import build_resources
+from orchestration.settings import Settings, get_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            stripe_exports,
+            usage_events,
+            meterbook_dbt_models,
+            ledger_usage_accruals,
+            stripe_meter_events,
+        ],
+        asset_checks=[accepted_usage_events_suite, usage_lines_conserved, ledger_balanced],
+        jobs=[daily_billing_job],
+        schedules=[daily_billing_schedule],
+        resources=build_resources(settings),
+        # Steps of a run share one process: DuckDB allows one writing process per file.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(get_settings())

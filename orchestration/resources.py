@@ -1,0 +1,132 @@
+"""Dagster resources: the DuckDB warehouse, the PostgreSQL ledger, Stripe and dbt.
+
+Each resource reads its configuration from the environment (see ``settings.py``); the local
+Stripe-compatible server is a fake that lives in its own package and is started only when the
+configured Stripe address is on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import stripe
+from dagster_dbt import DbtCliResource, DbtProject
+from ledger.embedded import embedded_ledger_url
+
+from ledger import Ledger
+from orchestration.settings import (
+    DBT_PROJECT_DIR,
+    LOCAL_STRIPE_API_KEY,
+    Settings,
+    get_settings,
+)
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file. One writing process at a time: callers open, use and close."""
+
+    path: str
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(self.path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The ledger's PostgreSQL: ``url`` when set, else a private server under ``data_dir``."""
+
+    url: str | None = None
+    data_dir: str
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
+        return embedded_ledger_url(Path(self.data_dir))
+
+    @contextmanager
+    def open(self) -> Iterator[Ledger]:
+        ledger = Ledger.connect(self.resolved_url())
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+
+class StripeResource(dg.ConfigurableResource):
+    """A ``stripe.StripeClient``; with a 127.0.0.1 address it starts the local server if needed."""
+
+    api_base: str
+    api_key: str
+    local_db: str
+    local_now: str | None = None
+    local_seed_customers_csv: str | None = None
+
+    def client(self) -> stripe.StripeClient:
+        if self.api_base.startswith(("http://127.0.0.1", "http://localhost")):
+            self._ensure_local_server()
+            return stripe.StripeClient(
+                self.api_key,
+                base_addresses={"api": self.api_base, "meter_events": self.api_base},
+                max_network_retries=0,
+            )
+        return stripe.StripeClient(self.api_key, max_network_retries=0)
+
+    def _ensure_local_server(self) -> None:
+        from stripe_local.server import is_running, start_detached
+
+        if is_running(self.api_base):
+            return
+        port = int(self.api_base.rsplit(":", 1)[1].split("/")[0])
+        start_detached(
+            port=port,
+            db_path=Path(self.local_db),
+            now=self.local_now,
+            seed_customers_csv=(
+                Path(self.local_seed_customers_csv) if self.local_seed_customers_csv else None
+            ),
+        )
+        deadline = time.monotonic() + 20
+        while not is_running(self.api_base):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"The local Stripe server did not start on {self.api_base} within 20 s; "
+                    f"see {Path(self.local_db).with_suffix('.log')}."
+                )
+            time.sleep(0.1)
+
+
+def _secret(name: str, default: str | None) -> dg.EnvVar | str | None:
+    """Secrets reach Dagster as ``EnvVar`` so their values never show in run config or the UI."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, object]:
+    settings = settings or get_settings()
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "ledger": LedgerResource(
+            url=_secret("METERBOOK_LEDGER_URL", None), data_dir=str(settings.ledger_data_dir)
+        ),
+        "stripe": StripeResource(
+            api_base=settings.stripe_api_base,
+            api_key=_secret("STRIPE_API_KEY", LOCAL_STRIPE_API_KEY),
+            local_db=str(settings.stripe_local_db),
+            local_now=settings.stripe_local_now,
+            local_seed_customers_csv=str(settings.raw_stripe_dir / "customers.csv"),
+        ),
+        "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR)),
+    }

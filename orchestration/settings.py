@@ -1,0 +1,74 @@
+"""Configuration from environment variables, with local defaults that need no set-up.
+
+Everything lives under one data directory (``METERBOOK_DATA_DIR``, default ``./data``): raw files,
+the DuckDB warehouse, the embedded PostgreSQL ledger, the local Stripe's state and the Dagster
+instance home. Secrets (a real Stripe key, a ledger password) come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+LOCAL_STRIPE_API_KEY = "sk_test_meterbook_local"
+LOCAL_STRIPE_PORT = 12111
+
+# Telemetry would wait on hosts this pipeline must never contact.
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    warehouse_path: Path
+    ledger_url: str | None
+    stripe_api_base: str
+    stripe_api_key: str
+    stripe_local_now: str | None
+    partitions_start_date: str
+
+    @property
+    def raw_usage_dir(self) -> Path:
+        return self.data_dir / "raw" / "usage"
+
+    @property
+    def raw_stripe_dir(self) -> Path:
+        return self.data_dir / "raw" / "stripe"
+
+    @property
+    def ledger_data_dir(self) -> Path:
+        return self.data_dir / "ledger_pg"
+
+    @property
+    def stripe_local_db(self) -> Path:
+        return self.data_dir / "stripe_local.sqlite3"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster"
+
+    @property
+    def uses_local_stripe(self) -> bool:
+        return self.stripe_api_base.startswith(("http://127.0.0.1", "http://localhost"))
+
+
+def get_settings() -> Settings:
+    """Read the environment once per call; tests change it with monkeypatch."""
+    data_dir = Path(os.environ.get("METERBOOK_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    return Settings(
+        data_dir=data_dir,
+        warehouse_path=Path(
+            os.environ.get("METERBOOK_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")
+        ).resolve(),
+        ledger_url=os.environ.get("METERBOOK_LEDGER_URL") or None,
+        stripe_api_base=os.environ.get(
+            "METERBOOK_STRIPE_API_BASE", f"http://127.0.0.1:{LOCAL_STRIPE_PORT}"
+        ).rstrip("/"),
+        stripe_api_key=os.environ.get("STRIPE_API_KEY", LOCAL_STRIPE_API_KEY),
+        stripe_local_now=os.environ.get("METERBOOK_STRIPE_LOCAL_NOW") or None,
+        partitions_start_date=os.environ.get("METERBOOK_PARTITIONS_START", "2025-01-01"),
+    )

@@ -1,0 +1,82 @@
+"""What a run left behind, in the figures a person checks first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import duckdb
+import psycopg
+
+from ledger import Ledger
+from stripe_sync import outbox
+
+
+@dataclass(frozen=True)
+class CustomerBill:
+    customer_id: str
+    currency: str
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    raw_lines: int
+    accepted_lines: int
+    duplicate_lines: int
+    quarantined_lines: int
+    quarantine_reasons: dict[str, int]
+    bills: list[CustomerBill]
+    ledger_transactions: int
+    ledger_balanced: bool
+    ledger_content_hash: str
+    usage_revenue_minor: Decimal
+    outbox_states: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lines_conserved(self) -> bool:
+        return self.raw_lines == (
+            self.accepted_lines + self.duplicate_lines + self.quarantined_lines
+        )
+
+
+def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
+    with duckdb.connect(warehouse_path, read_only=True) as conn:
+        counts = conn.execute(
+            "select coalesce(sum(raw_lines), 0), coalesce(sum(accepted_lines), 0), "
+            "coalesce(sum(duplicate_lines), 0), coalesce(sum(quarantined_lines), 0) "
+            "from ingest.usage_file_counts"
+        ).fetchone()
+        reasons = conn.execute(
+            "select reason, count(*) from ingest.quarantined_usage_lines group by 1 order by 2 desc"
+        ).fetchall()
+        bills = conn.execute(
+            "select customer_id, currency, sum(amount_minor) from invoice_lines "
+            "group by 1, 2 order by 3 desc, 1"
+        ).fetchall()
+    assert counts is not None
+    with Ledger.connect(ledger_url) as book:
+        report = book.verify()
+        revenue = -book.balance("platform:usage_revenue", "usd")
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        outbox.ensure_schema(conn)
+        states = outbox.state_counts(conn)
+    return PipelineSummary(
+        raw_lines=int(counts[0]),
+        accepted_lines=int(counts[1]),
+        duplicate_lines=int(counts[2]),
+        quarantined_lines=int(counts[3]),
+        quarantine_reasons={reason: int(n) for reason, n in reasons},
+        bills=[CustomerBill(c, cur, int(amount)) for c, cur, amount in bills],
+        ledger_transactions=report.transactions,
+        ledger_balanced=not report.unbalanced_transactions,
+        ledger_content_hash=report.content_hash,
+        usage_revenue_minor=revenue,
+        outbox_states=states,
+    )
+
+
+def format_minor(amount_minor: int | Decimal, currency: str) -> str:
+    """Whole minor units as a decimal string in major units (exact, no float)."""
+    major = Decimal(amount_minor) / Decimal(100)
+    return f"{major:,.2f} {currency.upper()}"

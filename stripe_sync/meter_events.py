@@ -1,0 +1,178 @@
+"""Usage to Stripe Billing Meters, exactly once.
+
+One meter event per customer, meter and usage day (a *slot*): daily slots match the pipeline's
+partitions and the invoice's granularity, and keep the request count far under Stripe's limits.
+When late usage raises a slot that was already sent, a new revision sends only the increase, with
+its own identifier. The identifier and the Idempotency-Key are both derived from the slot and the
+revision, so a retry, a re-run or a backfill can never count usage twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+
+import psycopg
+import stripe
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from stripe_sync.outbox import (
+    OutboxIntent,
+    SlotTotal,
+    mark_failed,
+    mark_sent,
+    pending_writes,
+)
+
+METER_EVENT_OPERATION = "meter_event"
+MAX_ATTEMPTS = 6
+RETRYABLE_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeterSlot:
+    """The quantity used in one slot, as ``billable_usage_daily`` says."""
+
+    customer_id: str
+    meter_id: str
+    usage_date: date
+    quantity: int
+
+    @property
+    def slot_id(self) -> str:
+        return f"{self.customer_id}:{self.meter_id}:{self.usage_date.isoformat()}"
+
+
+@dataclass(frozen=True)
+class SendReport:
+    sent: int
+    dead: int
+    attempts: int
+    still_pending: int
+
+
+def meter_event_identifier(slot_id: str, revision: int) -> str:
+    """Stripe allows 100 characters; a digest keeps long customer or meter ids inside that."""
+    digest = hashlib.sha256(f"{METER_EVENT_OPERATION}:{slot_id}:r{revision}".encode()).hexdigest()
+    return f"mb1_{digest[:48]}"
+
+
+def plan_meter_events(
+    slots: Iterable[MeterSlot], *, recorded: Mapping[str, SlotTotal], usage_dates: set[date]
+) -> tuple[list[OutboxIntent], list[str]]:
+    """Intents that bring Stripe's metered quantity up to what was used, and the slots that went
+    *down* (which a meter event cannot express; they are reported, never silently sent)."""
+    intents: list[OutboxIntent] = []
+    decreases: list[str] = []
+    for slot in sorted(slots, key=lambda s: s.slot_id):
+        if slot.usage_date not in usage_dates:
+            continue
+        total = recorded.get(slot.slot_id, SlotTotal(revisions=0, quantity=0))
+        delta = slot.quantity - total.quantity
+        if delta == 0:
+            continue
+        if delta < 0:
+            decreases.append(f"{slot.slot_id}: {total.quantity} sent, {slot.quantity} used now")
+            continue
+        revision = total.revisions + 1
+        identifier = meter_event_identifier(slot.slot_id, revision)
+        timestamp = int(datetime.combine(slot.usage_date, time(0), tzinfo=UTC).timestamp())
+        intents.append(
+            OutboxIntent(
+                idempotency_key=identifier,
+                operation=METER_EVENT_OPERATION,
+                slot_id=slot.slot_id,
+                revision=revision,
+                quantity_delta=delta,
+                request_payload={
+                    "event_name": slot.meter_id,
+                    "identifier": identifier,
+                    "timestamp": timestamp,
+                    "payload": {"stripe_customer_id": slot.customer_id, "value": str(delta)},
+                },
+            )
+        )
+    return intents, decreases
+
+
+def send_pending_meter_events(
+    conn: psycopg.Connection, client: stripe.StripeClient, *, max_attempts: int = MAX_ATTEMPTS
+) -> SendReport:
+    """Send every pending meter event; retry transient errors with backoff and jitter.
+
+    Validation errors (4xx) are not retried: the write goes to ``dead`` with Stripe's message.
+    A write that still fails transiently after ``max_attempts`` stays ``pending`` for the next run.
+    """
+    sent = dead = attempts_total = still_pending = 0
+    for write in pending_writes(conn, METER_EVENT_OPERATION):
+        attempts = 0
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(RETRYABLE_ERRORS),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                stop=stop_after_attempt(max_attempts),
+                reraise=False,
+            ):
+                with attempt:
+                    attempts += 1
+                    event = client.v1.billing.meter_events.create(
+                        params=write.request_payload,  # type: ignore[arg-type]
+                        options={"idempotency_key": write.idempotency_key},
+                    )
+            mark_sent(conn, write.id, attempts=attempts, object_id=event.identifier)
+            sent += 1
+        except RetryError as error:
+            cause = error.last_attempt.exception()
+            mark_failed(conn, write.id, attempts=attempts, error=str(cause), dead=False)
+            still_pending += 1
+        except stripe.StripeError as error:
+            mark_failed(conn, write.id, attempts=attempts, error=str(error), dead=True)
+            log.error("Stripe rejected meter event %s: %s", write.idempotency_key, error)
+            dead += 1
+        attempts_total += attempts
+    return SendReport(sent=sent, dead=dead, attempts=attempts_total, still_pending=still_pending)
+
+
+def ensure_meters(client: stripe.StripeClient, meters: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Create the Billing Meters that do not exist yet (by ``event_name``); returns name → id."""
+    existing: dict[str, str] = {}
+    for meter in client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter():
+        if meter.status == "active":
+            existing[meter.event_name] = meter.id
+    for event_name, display_name in meters:
+        if event_name in existing:
+            continue
+        created = client.v1.billing.meters.create(
+            params={
+                "display_name": display_name[:250],
+                "event_name": event_name,
+                "default_aggregation": {"formula": "sum"},
+                "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+                "value_settings": {"event_payload_key": "value"},
+            },
+            options={"idempotency_key": f"meter:{event_name}"},
+        )
+        existing[event_name] = created.id
+    return existing
+
+
+__all__ = [
+    "METER_EVENT_OPERATION",
+    "MeterSlot",
+    "SendReport",
+    "ensure_meters",
+    "meter_event_identifier",
+    "plan_meter_events",
+    "send_pending_meter_events",
+]

@@ -1,0 +1,174 @@
+"""Ingestion: validation, quarantine reasons, cross-day dedup and conservation of lines."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingestion.stripe_exports import load_stripe_exports
+from ingestion.usage_events import IngestionError, ingest_usage_day
+from tests.hand_fixture import ALPHA, BETA, EXPECTED_COUNTS, write_hand_fixture
+
+DAY_1 = date(2026, 10, 1)
+DAY_2 = date(2026, 10, 2)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    write_hand_fixture(tmp_path)
+    conn = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    load_stripe_exports(conn, stripe_dir=tmp_path / "raw" / "stripe")
+    yield conn
+    conn.close()
+
+
+def _statuses(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    return conn.execute(
+        "select event_id, cast(arrival_date as varchar), status from ingest.usage_event_lines "
+        "order by event_id, received_at"
+    ).fetchall()
+
+
+def _totals(conn: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
+    row = conn.execute(
+        "select sum(raw_lines), sum(accepted_lines), sum(duplicate_lines), sum(quarantined_lines) "
+        "from ingest.usage_file_counts"
+    ).fetchone()
+    assert row is not None
+    return tuple(int(v) for v in row)  # type: ignore[return-value]
+
+
+def test_lines_are_accounted_for_and_deduplicated_across_days(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    raw_dir = tmp_path / "raw" / "usage"
+    first = ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_1)
+    assert (first.raw_lines, first.accepted_lines, first.duplicate_lines) == (5, 2, 1)
+    assert first.quarantined_lines == 2
+    second = ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_2)
+    assert (second.raw_lines, second.accepted_lines, second.quarantined_lines) == (3, 2, 1)
+    # The late event of day 2 touches 1 October as well as 2 October.
+    assert second.usage_dates == (DAY_1, DAY_2)
+    assert _totals(warehouse) == (
+        EXPECTED_COUNTS["raw"], EXPECTED_COUNTS["accepted"],
+        EXPECTED_COUNTS["duplicates"], EXPECTED_COUNTS["quarantined"],
+    )
+    reasons = dict(
+        warehouse.execute(
+            "select split_part(reason, ':', 1), count(*) from ingest.quarantined_usage_lines "
+            "group by 1"
+        ).fetchall()
+    )
+    assert reasons == {"invalid_json": 1, "unknown_customer": 1, "conflicting_duplicate": 1}
+
+
+def test_order_of_days_does_not_change_the_outcome(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    raw_dir = tmp_path / "raw" / "usage"
+    ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_2)
+    ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_1)
+    out_of_order = _statuses(warehouse)
+    ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_2)
+    ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_1)
+    assert _statuses(warehouse) == out_of_order
+    # evt_b1's first copy arrived on day 1; the day-2 copy differs, so it is the conflict.
+    assert ("evt_b1", "2026-10-01", "accepted") in out_of_order
+    assert ("evt_b1", "2026-10-02", "conflict") in out_of_order
+    assert _totals(warehouse)[0] == EXPECTED_COUNTS["raw"]
+
+
+def test_rerunning_a_day_replaces_its_rows(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    raw_dir = tmp_path / "raw" / "usage"
+    for _ in range(3):
+        ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_1)
+        ingest_usage_day(warehouse, raw_usage_dir=raw_dir, arrival_date=DAY_2)
+    assert _totals(warehouse) == (8, 4, 1, 3)
+    accepted = warehouse.execute(
+        "select customer_id, count(*) from ingest.accepted_usage_events group by 1 order by 1"
+    ).fetchall()
+    assert accepted == [(ALPHA, 2), (BETA, 2)]
+
+
+def test_each_rule_names_its_reason(warehouse: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    good = {
+        "event_id": "evt_ok", "customer_id": ALPHA, "event_type": "model_call",
+        "occurred_at": "2026-10-03T01:00:00Z", "received_at": "2026-10-03T01:00:01Z",
+        "properties": {"model": "nimbus-large", "input_tokens": 1, "output_tokens": 1,
+                       "cache_read_tokens": 0, "request_kind": "chat"},
+    }
+
+    def variant(event_id: str, **changes: object) -> str:
+        event = json.loads(json.dumps(good))
+        event["event_id"] = event_id
+        for key, value in changes.items():
+            if key in event["properties"]:
+                event["properties"][key] = value
+            elif value is None:
+                event.pop(key)
+            else:
+                event[key] = value
+        return json.dumps(event)
+
+    cases = {
+        "evt_ok": (variant("evt_ok"), None),
+        "evt_neg": (variant("evt_neg", input_tokens=-5), "negative_input_tokens"),
+        "evt_str": (variant("evt_str", output_tokens="12"), "invalid_output_tokens_type"),
+        "evt_float": (variant("evt_float", cache_read_tokens=1.5), "invalid_cache_read_tokens_type"),
+        "evt_huge": (variant("evt_huge", input_tokens=10**12), "input_tokens_too_large"),
+        "evt_type": (variant("evt_type", event_type="page_view"), "unknown_event_type"),
+        "evt_future": (
+            variant("evt_future", occurred_at="2026-10-04T01:00:00Z"), "occurred_at_in_future"
+        ),
+        "evt_old": (variant("evt_old", occurred_at="2026-01-01T00:00:00Z"), "occurred_at_too_old"),
+        "evt_tz": (
+            variant("evt_tz", occurred_at="2026-10-03T00:59:00"), "occurred_at_without_time_zone"
+        ),
+        "evt_nocust": (variant("evt_nocust", customer_id=None), "missing_customer_id"),
+        "evt_wrongday": (
+            variant("evt_wrongday", received_at="2026-09-01T00:00:00Z",
+                    occurred_at="2026-09-01T00:00:00Z"),
+            "received_at_outside_file_day",
+        ),
+    }
+    lines = [line for line, _ in cases.values()] + ["[1, 2]", ""]
+    folder = tmp_path / "raw" / "usage" / "date=2026-10-03" / "hour=01"
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "part-0000.ndjson.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    result = ingest_usage_day(
+        warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 3)
+    )
+    assert result.raw_lines == len(lines)
+    assert result.accepted_lines == 1
+    reasons = dict(
+        warehouse.execute(
+            "select coalesce(event_id, raw_line), reason from ingest.invalid_usage_lines"
+        ).fetchall()
+    )
+    for event_id, (_, reason) in cases.items():
+        if reason is not None:
+            assert reasons[event_id] == reason, event_id
+    assert reasons["[1, 2]"] == "not_a_json_object"
+    assert result.quarantined_lines == len(lines) - 1
+
+
+def test_an_unreadable_file_is_a_clear_error_and_writes_nothing(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    folder = tmp_path / "raw" / "usage" / "date=2026-10-05" / "hour=00"
+    folder.mkdir(parents=True)
+    whole = gzip.compress("".join(f'{{"n": {n * 7919 % 10007}}}\n' for n in range(5000)).encode())
+    (folder / "part-0000.ndjson.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(IngestionError, match="2026-10-05"):
+        ingest_usage_day(
+            warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 5)
+        )
+    assert warehouse.execute("select count(*) from ingest.usage_files").fetchone() == (0,)
