@@ -1,0 +1,147 @@
+"""End-to-end cost of billing one day, against a bare DuckDB query over the same raw files.
+
+    uv run python bench/end_to_end.py --events 5000000 20000000
+
+For each size it generates one day of sample data, then measures, each in a fresh process:
+
+- baseline: one DuckDB query that reads the day's gzip NDJSON, keeps the first copy of each
+  event_id and sums tokens per customer, model and usage day (no validation, no effects);
+- pipeline: the Dagster job for that day (ingest -> dbt -> checks -> ledger -> Stripe meter
+  events on the local Stripe-compatible server), as `meterbook run` runs it;
+- empty: the same job for a day without files (the fixed overhead).
+
+It prints wall times, the ratio pipeline / baseline and the peak resident memory of each process
+(with its children, e.g. dbt). Generation time is reported but not part of any ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+BENCH_DAY = date(2026, 10, 1)
+BASELINE_SQL = """
+with events as (
+    select * from read_json(?, format='newline_delimited', columns={
+        'event_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'event_type': 'VARCHAR',
+        'occurred_at': 'TIMESTAMPTZ', 'received_at': 'TIMESTAMPTZ',
+        'properties': 'STRUCT(model VARCHAR, input_tokens BIGINT, output_tokens BIGINT,
+                              cache_read_tokens BIGINT, request_kind VARCHAR)'},
+        ignore_errors=true)
+),
+first_copies as (
+    select * from events
+    qualify row_number() over (partition by event_id order by received_at) = 1
+)
+select customer_id, properties.model, cast(occurred_at as date) as usage_date, count(*),
+       sum(properties.input_tokens), sum(properties.output_tokens),
+       sum(properties.cache_read_tokens)
+from first_copies group by all
+"""
+
+
+def peak_memory_mib() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def measure_baseline(data_dir: Path, day: date) -> dict[str, float]:
+    import duckdb
+
+    pattern = str(data_dir / "raw" / "usage" / f"date={day.isoformat()}" / "hour=*" / "*.ndjson.gz")
+    started = time.perf_counter()
+    with duckdb.connect() as conn:
+        rows = len(conn.execute(BASELINE_SQL, [pattern]).fetchall())
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mib": peak_memory_mib()}
+
+
+def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
+    os.environ["METERBOOK_DATA_DIR"] = str(data_dir)
+    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = f"{(day + timedelta(days=2)).isoformat()}T00:00:00Z"
+    from orchestration.runner import run_days
+    from orchestration.settings import get_settings
+    from stripe_local.server import LocalStripeServer
+
+    settings = get_settings()
+    port = int(settings.stripe_api_base.rsplit(":", 1)[1])
+    with LocalStripeServer(
+        port=port,
+        db_path=settings.stripe_local_db,
+        now=os.environ["METERBOOK_STRIPE_LOCAL_NOW"],
+        seed_customers_csv=settings.raw_stripe_dir / "customers.csv",
+    ):
+        started = time.perf_counter()
+        outcomes = run_days(settings, day, day, chunk_days=1)
+        seconds = time.perf_counter() - started
+    if not all(o.success for o in outcomes):
+        raise SystemExit(f"The pipeline run failed: {outcomes}")
+    return {"seconds": seconds, "peak_mib": peak_memory_mib()}
+
+
+def in_subprocess(kind: str, data_dir: Path, day: date) -> dict[str, float]:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, "--data-dir", str(data_dir),
+         "--day", day.isoformat()],
+        capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"{kind} measurement failed:\n{completed.stdout}\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[5_000_000, 20_000_000])
+    parser.add_argument("--customers", type=int, default=2_000)
+    parser.add_argument("--measure", choices=["baseline", "pipeline"])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--day", type=date.fromisoformat, default=BENCH_DAY)
+    args = parser.parse_args()
+    if args.measure:
+        measure = measure_baseline if args.measure == "baseline" else measure_pipeline
+        print(json.dumps(measure(args.data_dir, args.day)))
+        return
+
+    from ingestion.sample_data import generate_sample_data
+
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    empty_dir = Path(tempfile.mkdtemp(prefix="mbb"))
+    generate_sample_data(
+        empty_dir, start_date=BENCH_DAY, days=1, customers=args.customers, events_per_day=1000,
+        seed=1, price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
+    )
+    empty_day = BENCH_DAY + timedelta(days=1)
+    empty = in_subprocess("pipeline", empty_dir, empty_day)
+    print(f"empty day (fixed overhead): {empty['seconds']:.1f} s, peak {empty['peak_mib']:.0f} MiB")
+    for events in args.events:
+        data_dir = Path(tempfile.mkdtemp(prefix="mbb"))
+        started = time.perf_counter()
+        generate_sample_data(
+            data_dir, start_date=BENCH_DAY, days=1, customers=args.customers,
+            events_per_day=events, seed=1, price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
+        )
+        generated = time.perf_counter() - started
+        baseline = in_subprocess("baseline", data_dir, BENCH_DAY)
+        pipeline = in_subprocess("pipeline", data_dir, BENCH_DAY)
+        ratio = pipeline["seconds"] / baseline["seconds"]
+        print(
+            f"{events:>11,} events: generate {generated:.0f} s | baseline {baseline['seconds']:.1f} s "
+            f"(peak {baseline['peak_mib']:.0f} MiB) | pipeline {pipeline['seconds']:.1f} s "
+            f"(peak {pipeline['peak_mib']:.0f} MiB) | ratio {ratio:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, a database per test, and the
+pipeline's environment pointed at a temporary data directory and a local Stripe on 127.0.0.1."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ledger.embedded import embedded_ledger_url
+
+# The local Stripe's clock for the hand fixture (data of 1-2 October 2026), as Stripe's test
+# clocks would pin it: meter event timestamps must lie within its past 35 days.
+FIXTURE_STRIPE_NOW = "2026-10-05T00:00:00Z"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server for the whole session, in a short /tmp path (socket limit)."""
+    return embedded_ledger_url(Path(tempfile.mkdtemp(prefix="mbpg")))
+
+
+@pytest.fixture
+def ledger_url(postgres_url: str) -> str:
+    """A fresh, empty database on the session's server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return postgres_url.replace("/postgres?", f"/{name}?", 1)
+
+
+@dataclass(frozen=True)
+class PipelineEnvironment:
+    data_dir: Path
+    ledger_url: str
+    stripe_url: str
+
+
+@pytest.fixture
+def pipeline_env(
+    tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PipelineEnvironment]:
+    """Environment for a pipeline run; the caller writes raw data, then starts ``local_stripe``."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("METERBOOK_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("METERBOOK_LEDGER_URL", ledger_url)
+    monkeypatch.delenv("METERBOOK_WAREHOUSE_PATH", raising=False)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    yield PipelineEnvironment(data_dir=data_dir, ledger_url=ledger_url, stripe_url="")

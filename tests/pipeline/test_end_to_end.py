@@ -1,0 +1,183 @@
+"""The whole pipeline through Dagster, on the hand-computed fixture: real DuckDB, dbt, GX,
+PostgreSQL and stripe-python over HTTP to the local Stripe-compatible server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from ledger import Ledger
+from ledger.usage_accruals import unbilled_receivable_account
+from orchestration.runner import run_days
+from orchestration.settings import get_settings
+from stripe_local.server import LocalStripeServer
+from tests.conftest import FIXTURE_STRIPE_NOW, PipelineEnvironment
+from tests.hand_fixture import (
+    EXPECTED_COUNTS,
+    EXPECTED_DAILY_AMOUNTS,
+    EXPECTED_INVOICE_TOTALS,
+    EXPECTED_LEDGER_TRANSACTIONS,
+    EXPECTED_METER_EVENTS,
+    EXPECTED_RECEIVABLE,
+    write_hand_fixture,
+)
+
+DAY_1 = date(2026, 10, 1)
+DAY_2 = date(2026, 10, 2)
+
+# Tables with a natural key, and the key: a re-run must never leave two rows for one key.
+NATURAL_KEYS = {
+    "ingest.usage_event_lines": "source_file, line_number",
+    "ingest.invalid_usage_lines": "source_file, line_number",
+    "ingest.usage_files": "source_file",
+    "int_usage_daily": "customer_id, usage_date, event_type, model",
+    "billable_usage_daily": "customer_id, meter_id, usage_date",
+    "invoice_lines": "customer_id, billing_period_start_date, meter_id",
+}
+
+
+@pytest.fixture
+def stripe_server(pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    write_hand_fixture(pipeline_env.data_dir)
+    with LocalStripeServer(
+        db_path=pipeline_env.data_dir / "stripe_local.sqlite3",
+        now=FIXTURE_STRIPE_NOW,
+        seed_customers_csv=pipeline_env.data_dir / "raw" / "stripe" / "customers.csv",
+    ) as server:
+        monkeypatch.setenv("METERBOOK_STRIPE_API_BASE", server.url)
+        yield server.url
+
+
+def _run(first: date, last: date, chunk_days: int = 1) -> None:
+    outcomes = run_days(get_settings(), first, last, chunk_days=chunk_days)
+    assert outcomes and all(o.success for o in outcomes), outcomes
+
+
+def _meter_events(stripe_url: str) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"{stripe_url}/_local/meter_events") as response:
+        return json.loads(response.read())
+
+
+def _ledger_state(ledger_url: str) -> tuple[int, str]:
+    with Ledger.connect(ledger_url) as book:
+        report = book.verify()
+    assert not report.unbalanced_transactions
+    return report.transactions, report.content_hash
+
+
+def _duplicate_keys() -> dict[str, int]:
+    duplicates = {}
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        for table, key in NATURAL_KEYS.items():
+            row = conn.execute(
+                f"select count(*) from (select {key} from {table} group by {key} "
+                "having count(*) > 1)"
+            ).fetchone()
+            duplicates[table] = int(row[0]) if row else -1
+    return duplicates
+
+
+def test_hand_fixture_is_billed_to_the_exact_decimal(
+    pipeline_env: PipelineEnvironment, stripe_server: str
+) -> None:
+    _run(DAY_1, DAY_2)
+
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        daily = {
+            (c, m, d.isoformat()): amount
+            for c, m, d, amount in conn.execute(
+                "select customer_id, meter_id, usage_date, amount_minor_exact "
+                "from billable_usage_daily"
+            ).fetchall()
+        }
+        invoices = dict(
+            conn.execute(
+                "select customer_id, sum(amount_minor) from invoice_lines group by 1"
+            ).fetchall()
+        )
+        counts = conn.execute(
+            "select sum(raw_lines), sum(accepted_lines), sum(duplicate_lines), "
+            "sum(quarantined_lines), sum(unaccounted_lines) from usage_conservation_daily"
+        ).fetchone()
+    assert daily == EXPECTED_DAILY_AMOUNTS
+    assert invoices == EXPECTED_INVOICE_TOTALS
+    assert counts == (
+        EXPECTED_COUNTS["raw"], EXPECTED_COUNTS["accepted"], EXPECTED_COUNTS["duplicates"],
+        EXPECTED_COUNTS["quarantined"], 0,
+    )
+
+    with Ledger.connect(pipeline_env.ledger_url) as book:
+        for customer, amount in EXPECTED_RECEIVABLE.items():
+            assert book.balance(unbilled_receivable_account(customer), "usd") == amount
+        assert book.balance("platform:usage_revenue", "usd") == -sum(EXPECTED_RECEIVABLE.values())
+    transactions, _ = _ledger_state(pipeline_env.ledger_url)
+    assert transactions == EXPECTED_LEDGER_TRANSACTIONS
+
+    events = _meter_events(stripe_server)
+    assert len(events) == EXPECTED_METER_EVENTS
+    sent: dict[tuple[str, str], int] = {}
+    for event in events:
+        payload = event["payload"]
+        assert isinstance(payload, dict)
+        key = (str(payload["stripe_customer_id"]), str(event["event_name"]))
+        sent[key] = sent.get(key, 0) + int(payload["value"])
+    assert sent[("cus_alpha0000000001", "nimbus_large__input_tokens")] == 370_000
+    assert sent[("cus_alpha0000000001", "nimbus_large__requests")] == 2
+    assert sent[("cus_beta00000000002", "nimbus_small__output_tokens")] == 110_000
+    assert ("cus_beta00000000002", "nimbus_small__cache_read_tokens") in sent  # 1 Oct only
+    assert Decimal(0) not in {Decimal(str(e["payload"]["value"])) for e in events}  # type: ignore[index]
+
+
+def test_running_the_same_partition_twice_changes_nothing(
+    pipeline_env: PipelineEnvironment, stripe_server: str
+) -> None:
+    _run(DAY_1, DAY_1)
+    first = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    _run(DAY_1, DAY_1)
+    second = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    assert first == second
+    assert first[1] == 7
+    assert set(_duplicate_keys().values()) == {0}
+
+
+def test_overlapping_backfills_leave_the_same_state_as_one_clean_run(
+    pipeline_env: PipelineEnvironment, stripe_server: str
+) -> None:
+    _run(DAY_1, DAY_2)
+    clean = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    _run(DAY_1, DAY_2, chunk_days=2)  # a single-run backfill over both days
+    _run(DAY_2, DAY_2)
+    _run(DAY_1, DAY_2, chunk_days=2)
+    again = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    assert again == clean
+    assert clean[0][0] == EXPECTED_LEDGER_TRANSACTIONS
+    assert set(_duplicate_keys().values()) == {0}
+
+
+def test_a_failing_quality_gate_stops_the_ledger_and_stripe(
+    pipeline_env: PipelineEnvironment, stripe_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulate an ingestion bug that lets absurd token counts through: GX must block billing."""
+    import ingestion.usage_events as usage_events
+
+    monkeypatch.setattr(usage_events, "MAX_TOKENS_PER_EVENT", 10**15)
+    raw = pipeline_env.data_dir / "raw" / "usage" / "date=2026-10-01" / "hour=10"
+    import gzip
+
+    with gzip.open(raw / "part-0000.ndjson.gz", "rt") as handle:
+        lines = handle.read().splitlines()
+    lines[0] = lines[0].replace('"input_tokens": 120000', '"input_tokens": 900000000000')
+    with gzip.open(raw / "part-0000.ndjson.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+    outcomes = run_days(get_settings(), DAY_1, DAY_1, chunk_days=1)
+    assert not outcomes[0].success
+    assert _meter_events(stripe_server) == []
+    with Ledger.connect(pipeline_env.ledger_url) as book:
+        assert book.verify().transactions == 0
