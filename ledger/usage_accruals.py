@@ -54,7 +54,6 @@ def plan_usage_accruals(
     *,
     posted: Mapping[str, CauseTotal],
     usage_dates: set[date],
-    currency_by_customer: Mapping[str, str] | None = None,
 ) -> list[Transaction]:
     """The transactions that bring the ledger to the rated amounts for ``usage_dates``.
 
@@ -67,27 +66,13 @@ def plan_usage_accruals(
         if transaction is not None:
             transactions.append(transaction)
     for cause_id, total in sorted(posted.items()):
-        customer_id, _, usage_date = _parse_slot_id(cause_id)
+        _, _, usage_date = _parse_slot_id(cause_id)
         if cause_id in wanted or usage_date not in usage_dates:
             continue
-        currency = _posted_currency(total, customer_id, currency_by_customer)
-        transaction = _difference(cause_id, currency, Decimal(0), total)
+        transaction = _difference(cause_id, total.currency, Decimal(0), total)
         if transaction is not None:
             transactions.append(transaction)
     return transactions
-
-
-def _posted_currency(
-    total: CauseTotal, customer_id: str, currency_by_customer: Mapping[str, str] | None
-) -> str:
-    currencies = (
-        set(total.currency_by_account.values()) if hasattr(total, "currency_by_account") else set()
-    )
-    if len(currencies) == 1:
-        return currencies.pop()
-    if currency_by_customer and customer_id in currency_by_customer:
-        return currency_by_customer[customer_id]
-    return "usd"
 
 
 def _difference(

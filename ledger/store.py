@@ -1,0 +1,182 @@
+"""The ledger's PostgreSQL store: idempotent posting, balances and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from types import TracebackType
+
+import psycopg
+
+from ledger.migrations import migrate
+from ledger.model import Transaction
+
+
+class LedgerConflictError(RuntimeError):
+    """A key was posted before with other content (like TigerBeetle's exists_with_different_*)."""
+
+
+@dataclass(frozen=True)
+class PostResult:
+    created: int
+    existing: int
+
+
+@dataclass(frozen=True)
+class CauseTotal:
+    revisions: int
+    amount_by_account: dict[str, Decimal]
+    currency: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    transactions: int
+    entries: int
+    unbalanced_transactions: list[str]
+    content_hash: str
+
+
+class Ledger:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def connect(cls, url: str) -> Ledger:
+        conn = psycopg.connect(url, autocommit=True)
+        migrate(conn)
+        return cls(conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def post_many(self, transactions: Iterable[Transaction]) -> PostResult:
+        """Post all or nothing. A key already posted with the same content is not posted again."""
+        created = existing = 0
+        with self._conn.transaction():
+            for transaction in transactions:
+                content_hash = transaction.content_hash()
+                row = self._conn.execute(
+                    """
+                    insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
+                        effective_at, content_hash, metadata)
+                    values (%s, %s, %s, %s, %s, %s, %s)
+                    on conflict (transaction_key) do nothing
+                    returning id
+                    """,
+                    [
+                        transaction.key, transaction.kind, transaction.cause_type,
+                        transaction.cause_id, transaction.effective_at, content_hash,
+                        json.dumps(dict(transaction.metadata), sort_keys=True),
+                    ],
+                ).fetchone()
+                if row is None:
+                    stored = self._conn.execute(
+                        "select content_hash from ledger.transactions where transaction_key = %s",
+                        [transaction.key],
+                    ).fetchone()
+                    if stored is None or stored[0] != content_hash:
+                        raise LedgerConflictError(
+                            f"Ledger key {transaction.key} exists with different content; "
+                            "a posted transaction is never changed. Post a correction under a "
+                            "new key. Nothing of this batch was posted."
+                        )
+                    existing += 1
+                    continue
+                for entry in transaction.entries:
+                    self._conn.execute(
+                        "insert into ledger.accounts (name, currency) values (%s, %s) "
+                        "on conflict (name) do nothing",
+                        [entry.account, entry.currency],
+                    )
+                    self._conn.execute(
+                        "insert into ledger.entries (transaction_id, account, amount_minor, "
+                        "currency) values (%s, %s, %s, %s)",
+                        [row[0], entry.account, entry.amount_minor, entry.currency],
+                    )
+                created += 1
+        return PostResult(created=created, existing=existing)
+
+    def cause_totals(self, kind: str) -> dict[str, CauseTotal]:
+        """Per cause of ``kind``: how many transactions, and their entries summed per account."""
+        rows = self._conn.execute(
+            """
+            select t.cause_id, count(distinct t.id), e.account, sum(e.amount_minor),
+                   min(e.currency)
+            from ledger.transactions t join ledger.entries e on e.transaction_id = t.id
+            where t.kind = %s
+            group by t.cause_id, e.account
+            """,
+            [kind],
+        ).fetchall()
+        amounts: dict[str, dict[str, Decimal]] = defaultdict(dict)
+        revisions: dict[str, int] = {}
+        currencies: dict[str, str] = {}
+        for cause_id, count, account, amount, currency in rows:
+            amounts[cause_id][account] = Decimal(amount)
+            revisions[cause_id] = max(revisions.get(cause_id, 0), int(count))
+            currencies[cause_id] = currency
+        return {
+            cause_id: CauseTotal(
+                revisions=revisions[cause_id],
+                amount_by_account=dict(by_account),
+                currency=currencies[cause_id],
+            )
+            for cause_id, by_account in amounts.items()
+        }
+
+    def balance(self, account: str, currency: str) -> Decimal:
+        row = self._conn.execute(
+            "select coalesce(sum(amount_minor), 0) from ledger.entries "
+            "where account = %s and currency = %s",
+            [account, currency],
+        ).fetchone()
+        return Decimal(row[0]).normalize() if row else Decimal(0)
+
+    def verify(self) -> VerifyReport:
+        """Re-check every invariant from the stored rows; hash the content in key order."""
+        counts = self._conn.execute(
+            "select (select count(*) from ledger.transactions), "
+            "(select count(*) from ledger.entries)"
+        ).fetchone()
+        unbalanced = self._conn.execute(
+            """
+            select t.transaction_key from ledger.transactions t
+            left join ledger.entries e on e.transaction_id = t.id
+            group by t.id, t.transaction_key
+            having count(e.id) < 2 or exists (
+                select 1 from ledger.entries e2 where e2.transaction_id = t.id
+                group by e2.currency having sum(e2.amount_minor) <> 0)
+            order by t.transaction_key
+            """
+        ).fetchall()
+        digest = hashlib.sha256()
+        with self._conn.cursor() as cursor:
+            cursor.execute(
+                "select transaction_key, content_hash from ledger.transactions "
+                "order by transaction_key collate \"C\""
+            )
+            for key, content_hash in cursor:
+                digest.update(f"{key}\t{content_hash}\n".encode())
+        assert counts is not None
+        return VerifyReport(
+            transactions=int(counts[0]),
+            entries=int(counts[1]),
+            unbalanced_transactions=[key for (key,) in unbalanced],
+            content_hash=digest.hexdigest(),
+        )
