@@ -138,10 +138,10 @@ def write_hand_fixture(data_dir: Path) -> None:
         "subscriptions": (
             ["id", "customer", "status", "currency", "created", "start_date",
              "current_period_start", "current_period_end", "canceled_at", "ended_at", "metadata"],
-            [["sub_alpha0000000001", ALPHA, "active", "usd", created, created, "1759276800",
-              "1761955200", "", "", '{"plan_id": "pro"}'],
-             ["sub_beta00000000002", BETA, "active", "usd", created, created, "1759276800",
-              "1761955200", "", "", '{"plan_id": "starter"}']],
+            [["sub_alpha0000000001", ALPHA, "active", "usd", created, created, "1790812800",
+              "1793491200", "", "", '{"plan_id": "pro"}'],
+             ["sub_beta00000000002", BETA, "active", "usd", created, created, "1790812800",
+              "1793491200", "", "", '{"plan_id": "starter"}']],
         ),
         "subscription_items": (
             ["id", "subscription", "price", "quantity", "created"],
