@@ -18,12 +18,11 @@ ingestion close to the cost of a bare query over the same files (see ``bench/``)
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-
-import gzip
-import zlib
 
 import duckdb
 

@@ -1,18 +1,17 @@
 """Blocking quality gates: nothing reaches the ledger or Stripe unless they pass."""
 
-from __future__ import annotations
 
 import dagster as dg
 
 from orchestration.assets.billing import ledger_usage_accruals
-from orchestration.assets.ingestion import usage_events
+from orchestration.assets.ingestion import ACCEPTED_USAGE_EVENTS, USAGE_FILE_COUNTS
 from orchestration.partitions import daily_partitions
 from orchestration.quality.usage_suite import usage_profile, validate_usage_profile
 from orchestration.resources import LedgerResource, WarehouseResource
 
 
 @dg.asset_check(
-    asset=usage_events,
+    asset=ACCEPTED_USAGE_EVENTS,
     blocking=True,
     partitions_def=daily_partitions,
     description=(
@@ -38,7 +37,7 @@ def accepted_usage_events_suite(
 
 
 @dg.asset_check(
-    asset=usage_events,
+    asset=USAGE_FILE_COUNTS,
     blocking=True,
     partitions_def=daily_partitions,
     description="Every raw line is accounted for: raw = accepted + duplicates + quarantined.",

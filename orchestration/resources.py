@@ -17,9 +17,9 @@ import dagster as dg
 import duckdb
 import stripe
 from dagster_dbt import DbtCliResource, DbtProject
-from ledger.embedded import embedded_ledger_url
 
 from ledger import Ledger
+from ledger.embedded import embedded_ledger_url
 from orchestration.settings import (
     DBT_PROJECT_DIR,
     LOCAL_STRIPE_API_KEY,

@@ -19,9 +19,9 @@ from orchestration.settings import Settings
 INSTANCE_YAML = """\
 # Written by meterbook. DuckDB allows one writing process per file, so runs of this project are
 # serialised: one run at a time, and one step at a time in the warehouse pool.
-run_queue:
-  max_concurrent_runs: 1
 concurrency:
+  runs:
+    max_concurrent_runs: 1
   pools:
     default_limit: 1
 telemetry:

@@ -45,27 +45,69 @@ def _event(
 
 
 DAY_1_LINES = [
-    _event("evt_a1", ALPHA, "nimbus-large", "2026-10-01T10:00:00.000Z",
-           "2026-10-01T10:00:01.000Z", (120_000, 30_000, 0)),
+    _event(
+        "evt_a1",
+        ALPHA,
+        "nimbus-large",
+        "2026-10-01T10:00:00.000Z",
+        "2026-10-01T10:00:01.000Z",
+        (120_000, 30_000, 0),
+    ),
     # The edge retried evt_a1: same content, later arrival -> duplicate.
-    _event("evt_a1", ALPHA, "nimbus-large", "2026-10-01T10:00:00.000Z",
-           "2026-10-01T10:00:09.000Z", (120_000, 30_000, 0)),
-    _event("evt_b1", BETA, "nimbus-small", "2026-10-01T10:05:00.000Z",
-           "2026-10-01T10:05:00.500Z", (500_000, 100_000, 200_000)),
+    _event(
+        "evt_a1",
+        ALPHA,
+        "nimbus-large",
+        "2026-10-01T10:00:00.000Z",
+        "2026-10-01T10:00:09.000Z",
+        (120_000, 30_000, 0),
+    ),
+    _event(
+        "evt_b1",
+        BETA,
+        "nimbus-small",
+        "2026-10-01T10:05:00.000Z",
+        "2026-10-01T10:05:00.500Z",
+        (500_000, 100_000, 200_000),
+    ),
     '{"event_id": "evt_bad", "customer_id": ',
-    _event("evt_x1", GHOST, "nimbus-small", "2026-10-01T10:06:00.000Z",
-           "2026-10-01T10:06:00.100Z", (10, 10, 10)),
+    _event(
+        "evt_x1",
+        GHOST,
+        "nimbus-small",
+        "2026-10-01T10:06:00.000Z",
+        "2026-10-01T10:06:00.100Z",
+        (10, 10, 10),
+    ),
 ]
 
 DAY_2_LINES = [
     # Late: occurred on 1 October, arrived on 2 October -> billed on 1 October.
-    _event("evt_a2", ALPHA, "nimbus-large", "2026-10-01T23:00:00.000Z",
-           "2026-10-02T09:00:00.000Z", (250_000, 0, 400_000)),
+    _event(
+        "evt_a2",
+        ALPHA,
+        "nimbus-large",
+        "2026-10-01T23:00:00.000Z",
+        "2026-10-02T09:00:00.000Z",
+        (250_000, 0, 400_000),
+    ),
     # Same id as evt_b1, different content -> conflict, quarantined, never billed.
-    _event("evt_b1", BETA, "nimbus-small", "2026-10-01T10:05:00.000Z",
-           "2026-10-02T09:01:00.000Z", (500_000, 999, 200_000)),
-    _event("evt_b2", BETA, "nimbus-small", "2026-10-02T08:00:00.000Z",
-           "2026-10-02T09:02:00.000Z", (10_000, 10_000, 0)),
+    _event(
+        "evt_b1",
+        BETA,
+        "nimbus-small",
+        "2026-10-01T10:05:00.000Z",
+        "2026-10-02T09:01:00.000Z",
+        (500_000, 999, 200_000),
+    ),
+    _event(
+        "evt_b2",
+        BETA,
+        "nimbus-small",
+        "2026-10-02T08:00:00.000Z",
+        "2026-10-02T09:02:00.000Z",
+        (10_000, 10_000, 0),
+    ),
 ]
 
 EXPECTED_COUNTS = {"raw": 8, "accepted": 4, "duplicates": 1, "quarantined": 3}
@@ -122,26 +164,87 @@ def write_hand_fixture(data_dir: Path) -> None:
     tables = {
         "customers": (
             ["id", "email", "name", "currency", "created", "metadata"],
-            [[ALPHA, "alpha@example.com", "Alpha", "usd", created, "{}"],
-             [BETA, "beta@example.com", "Beta", "usd", created, "{}"]],
+            [
+                [ALPHA, "alpha@example.com", "Alpha", "usd", created, "{}"],
+                [BETA, "beta@example.com", "Beta", "usd", created, "{}"],
+            ],
         ),
         "products": (
             ["id", "name", "active", "created", "metadata"],
             [["prod_usage0000000001", "Model usage", "true", created, "{}"]],
         ),
         "prices": (
-            ["id", "product", "currency", "unit_amount", "unit_amount_decimal", "billing_scheme",
-             "recurring_interval", "recurring_usage_type", "lookup_key", "active", "created"],
-            [["price_pro_fee0000001", "prod_usage0000000001", "usd", "2000", "2000", "per_unit",
-              "month", "licensed", "pro:platform_fee", "true", created]],
+            [
+                "id",
+                "product",
+                "currency",
+                "unit_amount",
+                "unit_amount_decimal",
+                "billing_scheme",
+                "recurring_interval",
+                "recurring_usage_type",
+                "lookup_key",
+                "active",
+                "created",
+            ],
+            [
+                [
+                    "price_pro_fee0000001",
+                    "prod_usage0000000001",
+                    "usd",
+                    "2000",
+                    "2000",
+                    "per_unit",
+                    "month",
+                    "licensed",
+                    "pro:platform_fee",
+                    "true",
+                    created,
+                ]
+            ],
         ),
         "subscriptions": (
-            ["id", "customer", "status", "currency", "created", "start_date",
-             "current_period_start", "current_period_end", "canceled_at", "ended_at", "metadata"],
-            [["sub_alpha0000000001", ALPHA, "active", "usd", created, created, "1790812800",
-              "1793491200", "", "", '{"plan_id": "pro"}'],
-             ["sub_beta00000000002", BETA, "active", "usd", created, created, "1790812800",
-              "1793491200", "", "", '{"plan_id": "starter"}']],
+            [
+                "id",
+                "customer",
+                "status",
+                "currency",
+                "created",
+                "start_date",
+                "current_period_start",
+                "current_period_end",
+                "canceled_at",
+                "ended_at",
+                "metadata",
+            ],
+            [
+                [
+                    "sub_alpha0000000001",
+                    ALPHA,
+                    "active",
+                    "usd",
+                    created,
+                    created,
+                    "1790812800",
+                    "1793491200",
+                    "",
+                    "",
+                    '{"plan_id": "pro"}',
+                ],
+                [
+                    "sub_beta00000000002",
+                    BETA,
+                    "active",
+                    "usd",
+                    created,
+                    created,
+                    "1790812800",
+                    "1793491200",
+                    "",
+                    "",
+                    '{"plan_id": "starter"}',
+                ],
+            ],
         ),
         "subscription_items": (
             ["id", "subscription", "price", "quantity", "created"],

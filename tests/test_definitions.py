@@ -17,8 +17,13 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {
-        "stripe_exports", "usage_events", "stg_usage__events", "billable_usage_daily",
-        "invoice_lines", "ledger_usage_accruals", "stripe_meter_events",
+        "stripe_exports",
+        "usage_events",
+        "stg_usage__events",
+        "billable_usage_daily",
+        "invoice_lines",
+        "ledger_usage_accruals",
+        "stripe_meter_events",
     } <= keys
     assert defs.resolve_job_def("daily_billing") is not None
     assert [s.name for s in defs.schedules or []] == ["daily_billing_schedule"]
@@ -26,20 +31,32 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
 
 def test_dagster_definitions_validate_passes() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m",
-         "orchestration.definitions"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "orchestration.definitions",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
 def test_loading_the_code_location_does_not_import_great_expectations() -> None:
-    code = (
-        "import sys, orchestration.definitions; "
-        "print('great_expectations' in sys.modules)"
-    )
+    code = "import sys, orchestration.definitions; print('great_expectations' in sys.modules)"
     completed = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-        timeout=300, check=True,
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     assert completed.stdout.strip().splitlines()[-1] == "False"

@@ -55,8 +55,10 @@ def test_lines_are_accounted_for_and_deduplicated_across_days(
     # The late event of day 2 touches 1 October as well as 2 October.
     assert second.usage_dates == (DAY_1, DAY_2)
     assert _totals(warehouse) == (
-        EXPECTED_COUNTS["raw"], EXPECTED_COUNTS["accepted"],
-        EXPECTED_COUNTS["duplicates"], EXPECTED_COUNTS["quarantined"],
+        EXPECTED_COUNTS["raw"],
+        EXPECTED_COUNTS["accepted"],
+        EXPECTED_COUNTS["duplicates"],
+        EXPECTED_COUNTS["quarantined"],
     )
     reasons = dict(
         warehouse.execute(
@@ -99,10 +101,18 @@ def test_rerunning_a_day_replaces_its_rows(
 
 def test_each_rule_names_its_reason(warehouse: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     good = {
-        "event_id": "evt_ok", "customer_id": ALPHA, "event_type": "model_call",
-        "occurred_at": "2026-10-03T01:00:00Z", "received_at": "2026-10-03T01:00:01Z",
-        "properties": {"model": "nimbus-large", "input_tokens": 1, "output_tokens": 1,
-                       "cache_read_tokens": 0, "request_kind": "chat"},
+        "event_id": "evt_ok",
+        "customer_id": ALPHA,
+        "event_type": "model_call",
+        "occurred_at": "2026-10-03T01:00:00Z",
+        "received_at": "2026-10-03T01:00:01Z",
+        "properties": {
+            "model": "nimbus-large",
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cache_read_tokens": 0,
+            "request_kind": "chat",
+        },
     }
 
     def variant(event_id: str, **changes: object) -> str:
@@ -121,20 +131,28 @@ def test_each_rule_names_its_reason(warehouse: duckdb.DuckDBPyConnection, tmp_pa
         "evt_ok": (variant("evt_ok"), None),
         "evt_neg": (variant("evt_neg", input_tokens=-5), "negative_input_tokens"),
         "evt_str": (variant("evt_str", output_tokens="12"), "invalid_output_tokens_type"),
-        "evt_float": (variant("evt_float", cache_read_tokens=1.5), "invalid_cache_read_tokens_type"),
+        "evt_float": (
+            variant("evt_float", cache_read_tokens=1.5),
+            "invalid_cache_read_tokens_type",
+        ),
         "evt_huge": (variant("evt_huge", input_tokens=10**12), "input_tokens_too_large"),
         "evt_type": (variant("evt_type", event_type="page_view"), "unknown_event_type"),
         "evt_future": (
-            variant("evt_future", occurred_at="2026-10-04T01:00:00Z"), "occurred_at_in_future"
+            variant("evt_future", occurred_at="2026-10-04T01:00:00Z"),
+            "occurred_at_in_future",
         ),
         "evt_old": (variant("evt_old", occurred_at="2026-01-01T00:00:00Z"), "occurred_at_too_old"),
         "evt_tz": (
-            variant("evt_tz", occurred_at="2026-10-03T00:59:00"), "occurred_at_without_time_zone"
+            variant("evt_tz", occurred_at="2026-10-03T00:59:00"),
+            "occurred_at_without_time_zone",
         ),
         "evt_nocust": (variant("evt_nocust", customer_id=None), "missing_customer_id"),
         "evt_wrongday": (
-            variant("evt_wrongday", received_at="2026-09-01T00:00:00Z",
-                    occurred_at="2026-09-01T00:00:00Z"),
+            variant(
+                "evt_wrongday",
+                received_at="2026-09-01T00:00:00Z",
+                occurred_at="2026-09-01T00:00:00Z",
+            ),
             "received_at_outside_file_day",
         ),
     }

@@ -11,11 +11,22 @@ from orchestration.quality.usage_suite import validate_usage_profile
 
 def _profile(**overrides: object) -> pd.DataFrame:
     row: dict[str, object] = {
-        "customer_id": "cus_a", "usage_date": date(2026, 10, 1), "event_type": "model_call",
-        "model": "nimbus-large", "request_kind": "agent", "events": 3, "missing_event_ids": 0,
-        "input_tokens_min": 0, "input_tokens_max": 500, "output_tokens_min": 1,
-        "output_tokens_max": 9, "cache_read_tokens_min": 0, "cache_read_tokens_max": 0,
-        "lateness_hours_max": 2.5, "arrival_lag_seconds_min": 0, "is_known_customer": True,
+        "customer_id": "cus_a",
+        "usage_date": date(2026, 10, 1),
+        "event_type": "model_call",
+        "model": "nimbus-large",
+        "request_kind": "agent",
+        "events": 3,
+        "missing_event_ids": 0,
+        "input_tokens_min": 0,
+        "input_tokens_max": 500,
+        "output_tokens_min": 1,
+        "output_tokens_max": 9,
+        "cache_read_tokens_min": 0,
+        "cache_read_tokens_max": 0,
+        "lateness_hours_max": 2.5,
+        "arrival_lag_seconds_min": 0,
+        "is_known_customer": True,
     }
     row.update(overrides)
     return pd.DataFrame([row])

@@ -4,7 +4,6 @@ Both compare what is rated now with what was already posted or sent, and write o
 difference under keys derived from the slot and revision, so any re-run is harmless.
 """
 
-from __future__ import annotations
 
 from datetime import date
 

@@ -12,9 +12,10 @@ from decimal import Decimal
 import duckdb
 import pytest
 
+import orchestration.quality.usage_suite  # noqa: F401  (binds the suite's limits before a test patches ingestion's)
 from ledger import Ledger
 from ledger.usage_accruals import unbilled_receivable_account
-from orchestration.runner import run_days
+from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import get_settings
 from stripe_local.server import LocalStripeServer
 from tests.conftest import FIXTURE_STRIPE_NOW, PipelineEnvironment
@@ -43,7 +44,9 @@ NATURAL_KEYS = {
 
 
 @pytest.fixture
-def stripe_server(pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def stripe_server(
+    pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     write_hand_fixture(pipeline_env.data_dir)
     with LocalStripeServer(
         db_path=pipeline_env.data_dir / "stripe_local.sqlite3",
@@ -108,8 +111,11 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert daily == EXPECTED_DAILY_AMOUNTS
     assert invoices == EXPECTED_INVOICE_TOTALS
     assert counts == (
-        EXPECTED_COUNTS["raw"], EXPECTED_COUNTS["accepted"], EXPECTED_COUNTS["duplicates"],
-        EXPECTED_COUNTS["quarantined"], 0,
+        EXPECTED_COUNTS["raw"],
+        EXPECTED_COUNTS["accepted"],
+        EXPECTED_COUNTS["duplicates"],
+        EXPECTED_COUNTS["quarantined"],
+        0,
     )
 
     with Ledger.connect(pipeline_env.ledger_url) as book:
@@ -178,6 +184,18 @@ def test_a_failing_quality_gate_stops_the_ledger_and_stripe(
 
     outcomes = run_days(get_settings(), DAY_1, DAY_1, chunk_days=1)
     assert not outcomes[0].success
+    instance = prepare_instance(get_settings())
+    evaluations = [
+        event.dagster_event.event_specific_data  # type: ignore[union-attr]
+        for event in instance.all_logs(outcomes[0].run_id)
+        if event.dagster_event is not None
+        and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    by_name = {e.check_name: e for e in evaluations}
+    gate = by_name["accepted_usage_events_suite"]
+    assert gate.passed is False
+    failed = {f["kwargs"]["column"] for f in gate.metadata["failed_expectations"].value}
+    assert failed == {"input_tokens_min", "input_tokens_max"} or failed == {"input_tokens_max"}
     assert _meter_events(stripe_server) == []
     with Ledger.connect(pipeline_env.ledger_url) as book:
         assert book.verify().transactions == 0

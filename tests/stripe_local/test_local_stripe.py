@@ -23,7 +23,8 @@ def server(tmp_path: Path) -> Iterator[LocalStripeServer]:
 
 def client_for(server: LocalStripeServer, key: str = "sk_test_123") -> stripe.StripeClient:
     return stripe.StripeClient(
-        key, base_addresses={"api": server.url, "meter_events": server.url},
+        key,
+        base_addresses={"api": server.url, "meter_events": server.url},
         max_network_retries=0,
     )
 
@@ -31,7 +32,8 @@ def client_for(server: LocalStripeServer, key: str = "sk_test_123") -> stripe.St
 def make_meter(client: stripe.StripeClient, event_name: str = "tokens") -> stripe.billing.Meter:
     return client.v1.billing.meters.create(
         params={
-            "display_name": event_name, "event_name": event_name,
+            "display_name": event_name,
+            "event_name": event_name,
             "default_aggregation": {"formula": "sum"},
             "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
             "value_settings": {"event_payload_key": "value"},
@@ -40,8 +42,12 @@ def make_meter(client: stripe.StripeClient, event_name: str = "tokens") -> strip
 
 
 def send(client: stripe.StripeClient, customer: str, value: int, **extra: object) -> object:
-    params = {"event_name": "tokens", "timestamp": NOW - DAY,
-              "payload": {"stripe_customer_id": customer, "value": str(value)}, **extra}
+    params = {
+        "event_name": "tokens",
+        "timestamp": NOW - DAY,
+        "payload": {"stripe_customer_id": customer, "value": str(value)},
+        **extra,
+    }
     options = {"idempotency_key": extra.pop("key")} if "key" in extra else {}
     params.pop("key", None)
     return client.v1.billing.meter_events.create(params=params, options=options)  # type: ignore[arg-type]
@@ -128,12 +134,14 @@ def test_state_survives_a_restart_and_customers_seed_from_an_export(tmp_path: Pa
         writer.writerow(["id", "email", "name", "currency", "created", "metadata"])
         writer.writerow(["cus_exported01", "e@example.com", "E", "usd", "1756684800", "{}"])
     db = tmp_path / "stripe.sqlite3"
-    with LocalStripeServer(db_path=db, now="2026-10-05T00:00:00Z",
-                           seed_customers_csv=export) as first:
+    with LocalStripeServer(
+        db_path=db, now="2026-10-05T00:00:00Z", seed_customers_csv=export
+    ) as first:
         client = client_for(first)
         make_meter(client)
         send(client, "cus_exported01", 3, identifier="kept")
-    with LocalStripeServer(db_path=db, now="2026-10-05T00:00:00Z",
-                           seed_customers_csv=export) as second:
+    with LocalStripeServer(
+        db_path=db, now="2026-10-05T00:00:00Z", seed_customers_csv=export
+    ) as second:
         assert [e["identifier"] for e in second.store.meter_events()] == ["kept"]
         assert client_for(second).v1.customers.retrieve("cus_exported01").email == "e@example.com"
