@@ -137,7 +137,8 @@ def main() -> None:
         pipeline = in_subprocess("pipeline", data_dir, BENCH_DAY)
         ratio = pipeline["seconds"] / baseline["seconds"]
         print(
-            f"{events:>11,} events: generate {generated:.0f} s | baseline {baseline['seconds']:.1f} s "
+            f"{events:>11,} events: generate {generated:.0f} s | "
+            f"baseline {baseline['seconds']:.1f} s "
             f"(peak {baseline['peak_mib']:.0f} MiB) | pipeline {pipeline['seconds']:.1f} s "
             f"(peak {pipeline['peak_mib']:.0f} MiB) | ratio {ratio:.2f}"
         )

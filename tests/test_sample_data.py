@@ -1,4 +1,4 @@
-"""The sample data generator: deterministic, in the contract, and its mess is what ingestion finds."""
+"""The sample data generator: deterministic, in the contract, with exactly the mess it claims."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def test_files_are_by_arrival_hour_and_lines_follow_the_contract(
     well_formed = 0
     for path in files:
         day, hour = path.parent.parent.name[5:], path.parent.name[5:]
-        for line in gzip.open(path, "rt").read().splitlines():
+        with gzip.open(path, "rt") as handle:
+            lines = handle.read().splitlines()
+        for line in lines:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -141,13 +143,15 @@ def test_stripe_exports_match_the_price_book(generated: tuple[Path, GenerationSu
     folder, _ = generated
     stripe_dir = folder / "raw" / "stripe"
     tables = {
-        name: list(csv.DictReader((stripe_dir / f"{name}.csv").open()))
+        name: list(csv.DictReader((stripe_dir / f"{name}.csv").read_text().splitlines()))
         for name in STRIPE_EXPORT_TABLES
     }
     for name, columns in STRIPE_EXPORT_TABLES.items():
         assert tuple(tables[name][0]) == columns
     prices = {p["lookup_key"]: p for p in tables["prices"]}
-    book = csv.DictReader((DBT_PROJECT_DIR / "seeds" / "price_book_meter_prices.csv").open())
+    book = csv.DictReader(
+        (DBT_PROJECT_DIR / "seeds" / "price_book_meter_prices.csv").read_text().splitlines()
+    )
     for row in book:
         price = prices[f"{row['plan_id']}:{row['meter_id']}"]
         assert Decimal(price["unit_amount_decimal"]) == Decimal(row["unit_price_minor"])
