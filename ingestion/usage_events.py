@@ -5,7 +5,7 @@ Every raw line ends in exactly one place:
 - ``ingest.usage_event_lines`` when it parses and validates, with a dedup ``status``:
   ``accepted`` (the first copy of its ``event_id``), ``duplicate`` (a later copy with the same
   billed content: an edge retry) or ``conflict`` (a later copy with *different* content: it is
-  quarantined and never billed);
+  quarantined as ``conflicting_duplicate`` and never billed);
 - ``ingest.invalid_usage_lines`` with a ``reason`` when it does not.
 
 "First" is decided by ``(received_at, source_file, line_number)`` over *all* days ever ingested,
@@ -88,7 +88,7 @@ create or replace view ingest.quarantined_usage_lines as
     from ingest.invalid_usage_lines
     union all
     select arrival_date, source_file, line_number, event_id,
-           'conflicting_duplicate: same event_id as an earlier line with different content',
+           'conflicting_duplicate',
            null
     from ingest.usage_event_lines where status = 'conflict';
 create or replace view ingest.usage_file_counts as

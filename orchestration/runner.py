@@ -68,6 +68,7 @@ def run_days(
     *,
     chunk_days: int = 31,
     on_chunk_done: Callable[[RunOutcome], None] | None = None,
+    log_level: str = "WARNING",
 ) -> list[RunOutcome]:
     """Materialise the daily partitions ``first_day..last_day`` (inclusive), chunk by chunk.
 
@@ -90,6 +91,7 @@ def run_days(
             }
             partition_key = None
         result = job.execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             instance=instance,
             partition_key=partition_key,
             tags={**tags, "meterbook/launched_by": "cli"},
