@@ -51,14 +51,14 @@ begin
     select count(*) into entry_count from ledger.entries where transaction_id = new.transaction_id;
     if entry_count < 2 then
         raise exception 'ledger transaction % has % entries; a transaction needs at least two',
-            new.transaction_id, entry_count using errcode = 'P0002';
+            new.transaction_id, entry_count;
     end if;
     select currency into unbalanced_currency from ledger.entries
         where transaction_id = new.transaction_id
         group by currency having sum(amount_minor) <> 0 limit 1;
     if unbalanced_currency is not null then
         raise exception 'ledger transaction % does not balance in %',
-            new.transaction_id, unbalanced_currency using errcode = 'P0003';
+            new.transaction_id, unbalanced_currency;
     end if;
     return null;
 end
