@@ -17,8 +17,9 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {
-        "stripe_exports",
-        "usage_events",
+        "stripe_customers",
+        "accepted_usage_events",
+        "usage_file_counts",
         "stg_usage__events",
         "billable_usage_daily",
         "invoice_lines",
