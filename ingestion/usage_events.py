@@ -163,8 +163,8 @@ def _classified_sql(arrival_date: date) -> str:
     day = _sql_string(arrival_date.isoformat())
     known_types = ", ".join(_sql_string(t) for t in KNOWN_EVENT_TYPES)
     token_checks = "\n".join(
-        f"""            when token_types[{i + 1}] is null then 'missing_{field}'
-            when token_types[{i + 1}] not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
+        f"""            when field_types[{i + 6}] is null then 'missing_{field}'
+            when field_types[{i + 6}] not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
             when try_cast(fields[{i + 6}] as bigint) < 0 then 'negative_{field}'
             when try_cast(fields[{i + 6}] as bigint) > {MAX_TOKENS_PER_EVENT}
                 then '{field}_too_large'"""
@@ -174,18 +174,16 @@ def _classified_sql(arrival_date: date) -> str:
     with raw as (select * from raw_lines),
     extracted as (
         select *,
-            case when is_json then json_type(raw_line) end as line_type,
+            left(ltrim(raw_line), 1) = '{{' as is_object,
             case when is_json then json_extract_string(raw_line, [
                 '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
                 '$.properties.cache_read_tokens', '$.properties.model',
                 '$.properties.request_kind']) end as fields,
             case when is_json then json_type(raw_line, [
-                '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at'])
-                end as field_types,
-            case when is_json then json_type(raw_line, [
+                '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
-                '$.properties.cache_read_tokens']) end as token_types
+                '$.properties.cache_read_tokens']) end as field_types
         from (
             select *, raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
                       and json_valid(raw_line) as is_json
@@ -203,7 +201,7 @@ def _classified_sql(arrival_date: date) -> str:
             when raw_line is null or trim(raw_line) = '' then 'empty_line'
             when strlen(raw_line) > {MAX_LINE_BYTES} then 'line_too_long'
             when not is_json then 'invalid_json'
-            when line_type <> 'OBJECT' then 'not_a_json_object'
+            when not is_object then 'not_a_json_object'
             when field_types[1] is null then 'missing_event_id'
             when field_types[1] <> 'VARCHAR' or fields[1] = ''
                  or strlen(fields[1]) > {MAX_EVENT_ID_CHARS} then 'invalid_event_id'
