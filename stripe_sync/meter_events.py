@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
@@ -27,14 +29,18 @@ from tenacity import (
 
 from stripe_sync.outbox import (
     OutboxIntent,
+    PendingWrite,
     SlotTotal,
-    mark_failed,
-    mark_sent,
+    WriteOutcome,
     pending_writes,
+    record_outcomes,
 )
 
 METER_EVENT_OPERATION = "meter_event"
 MAX_ATTEMPTS = 6
+# Concurrent requests to Stripe (each lane is one customer and meter, sent one at a time).
+MAX_CONCURRENT_REQUESTS = 8
+RECORD_BATCH = 500
 RETRYABLE_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
 
 log = logging.getLogger(__name__)
@@ -106,42 +112,94 @@ def plan_meter_events(
     return intents, decreases
 
 
+def _already_recorded(error: stripe.StripeError) -> bool:
+    """Stripe refuses a second event with an identifier it holds: the first one arrived."""
+    return (
+        isinstance(error, stripe.InvalidRequestError)
+        and error.code == "resource_already_exists"
+        and getattr(error, "param", None) == "identifier"
+    )
+
+
+def _send_one(client: stripe.StripeClient, write: PendingWrite, max_attempts: int) -> WriteOutcome:
+    attempts = 0
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RETRYABLE_ERRORS),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_attempt(max_attempts),
+            reraise=False,
+        ):
+            with attempt:
+                attempts += 1
+                event = client.v1.billing.meter_events.create(
+                    params=write.request_payload,  # type: ignore[arg-type]
+                    options={"idempotency_key": write.idempotency_key},
+                )
+        return WriteOutcome(write.id, "sent", attempts, event.identifier, None)
+    except RetryError as error:
+        cause = error.last_attempt.exception()
+        return WriteOutcome(write.id, "pending", attempts, None, str(cause))
+    except stripe.StripeError as error:
+        if _already_recorded(error):
+            identifier = str(write.request_payload.get("identifier"))
+            return WriteOutcome(write.id, "sent", attempts, identifier, None)
+        log.error("Stripe rejected meter event %s: %s", write.idempotency_key, error)
+        return WriteOutcome(write.id, "dead", attempts, None, str(error))
+
+
+def _send_lane(
+    client: stripe.StripeClient, lane: list[PendingWrite], max_attempts: int
+) -> list[WriteOutcome]:
+    return [_send_one(client, write, max_attempts) for write in lane]
+
+
 def send_pending_meter_events(
-    conn: psycopg.Connection, client: stripe.StripeClient, *, max_attempts: int = MAX_ATTEMPTS
+    conn: psycopg.Connection,
+    client: stripe.StripeClient,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    concurrency: int = MAX_CONCURRENT_REQUESTS,
 ) -> SendReport:
     """Send every pending meter event; retry transient errors with backoff and jitter.
 
-    Validation errors (4xx) are not retried: the write goes to ``dead`` with Stripe's message.
-    A write that still fails transiently after ``max_attempts`` stays ``pending`` for the next run.
+    Stripe allows one request at a time per customer and meter, so writes are grouped into
+    lanes by (customer, meter); up to ``concurrency`` lanes are sent at once. Validation errors
+    (4xx) are not retried: the write goes to ``dead`` with Stripe's message. A write that still
+    fails transiently after ``max_attempts`` stays ``pending`` for the next run. Outcomes are
+    recorded as lanes finish, so a crash loses at most the lanes in flight (which a re-run sends
+    again under the same idempotency keys: Stripe replays them).
     """
-    sent = dead = attempts_total = still_pending = 0
+    lanes: dict[tuple[str, str], list[PendingWrite]] = defaultdict(list)
     for write in pending_writes(conn, METER_EVENT_OPERATION):
-        attempts = 0
-        try:
-            for attempt in Retrying(
-                retry=retry_if_exception_type(RETRYABLE_ERRORS),
-                wait=wait_random_exponential(multiplier=0.05, max=2.0),
-                stop=stop_after_attempt(max_attempts),
-                reraise=False,
-            ):
-                with attempt:
-                    attempts += 1
-                    event = client.v1.billing.meter_events.create(
-                        params=write.request_payload,  # type: ignore[arg-type]
-                        options={"idempotency_key": write.idempotency_key},
-                    )
-            mark_sent(conn, write.id, attempts=attempts, object_id=event.identifier)
-            sent += 1
-        except RetryError as error:
-            cause = error.last_attempt.exception()
-            mark_failed(conn, write.id, attempts=attempts, error=str(cause), dead=False)
-            still_pending += 1
-        except stripe.StripeError as error:
-            mark_failed(conn, write.id, attempts=attempts, error=str(error), dead=True)
-            log.error("Stripe rejected meter event %s: %s", write.idempotency_key, error)
-            dead += 1
-        attempts_total += attempts
-    return SendReport(sent=sent, dead=dead, attempts=attempts_total, still_pending=still_pending)
+        payload = write.request_payload.get("payload", {})
+        customer = str(payload.get("stripe_customer_id")) if isinstance(payload, dict) else ""
+        lanes[(customer, str(write.request_payload.get("event_name")))].append(write)
+    counts = {"sent": 0, "dead": 0, "pending": 0}
+    attempts_total = 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(_send_lane, client, lane, max_attempts) for lane in lanes.values()]
+        finished: list[WriteOutcome] = []
+        for future in as_completed(futures):
+            finished.extend(future.result())
+            if len(finished) >= RECORD_BATCH:
+                record_outcomes(conn, finished)
+                finished = []
+        record_outcomes(conn, finished)
+    for outcome in _all_outcomes(futures):
+        counts[outcome.state] += 1
+        attempts_total += outcome.attempts
+    return SendReport(
+        sent=counts["sent"],
+        dead=counts["dead"],
+        attempts=attempts_total,
+        still_pending=counts["pending"],
+    )
+
+
+def _all_outcomes(futures: list[Future[list[WriteOutcome]]]) -> Iterator[WriteOutcome]:
+    for future in futures:
+        yield from future.result()
 
 
 def ensure_meters(client: stripe.StripeClient, meters: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -136,23 +136,40 @@ def pending_writes(conn: psycopg.Connection, operation: str) -> list[PendingWrit
     return [PendingWrite(*row) for row in rows]
 
 
-def mark_sent(conn: psycopg.Connection, write_id: int, *, attempts: int, object_id: str) -> None:
-    with conn.transaction():
-        conn.execute(
-            "update stripe_sync.outbox set state = 'sent', attempts = attempts + %s, "
-            "stripe_object_id = %s, sent_at = now(), last_error = null where id = %s",
-            [attempts, object_id, write_id],
-        )
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What happened to one pending write: ``sent``, ``dead`` or still ``pending``."""
+
+    write_id: int
+    state: str
+    attempts: int
+    object_id: str | None
+    error: str | None
 
 
-def mark_failed(
-    conn: psycopg.Connection, write_id: int, *, attempts: int, error: str, dead: bool
-) -> None:
-    with conn.transaction():
-        conn.execute(
-            "update stripe_sync.outbox set state = %s, attempts = attempts + %s, "
-            "last_error = %s where id = %s",
-            ["dead" if dead else "pending", attempts, error[:2000], write_id],
+def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> None:
+    """Write the outcomes of a batch of sends in one transaction."""
+    if not outcomes:
+        return
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            update stripe_sync.outbox set state = %s, attempts = attempts + %s,
+                stripe_object_id = coalesce(%s, stripe_object_id), last_error = %s,
+                sent_at = case when %s = 'sent' then now() else sent_at end
+            where id = %s
+            """,
+            [
+                (
+                    o.state,
+                    o.attempts,
+                    o.object_id,
+                    (o.error or "")[:2000] or None,
+                    o.state,
+                    o.write_id,
+                )
+                for o in outcomes
+            ],
         )
 
 
