@@ -12,11 +12,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 MAX_DECIMAL_PLACES = 12
 MAX_INTEGER_DIGITS = 38 - MAX_DECIMAL_PLACES
 CURRENCY_PATTERN = re.compile(r"^[a-z]{3}$")
+# Exact arithmetic for NUMERIC(38, 12): the default context (28 digits) would round sums and
+# normalisation of large amounts. Batch sums of many such amounts still fit in 80 digits.
+EXACT = Context(prec=80)
 
 
 class LedgerValidationError(ValueError):
@@ -25,7 +28,7 @@ class LedgerValidationError(ValueError):
 
 def normalised(amount: Decimal) -> str:
     """One text per value: 1.50 and 1.5 are the same amount, and hash the same."""
-    text = format(amount.normalize(), "f")
+    text = format(amount.normalize(EXACT), "f")
     return "0" if text in ("-0", "0") else text
 
 
@@ -43,7 +46,7 @@ class Entry:
             )
         if not self.amount_minor.is_finite():
             raise LedgerValidationError(f"Entry on {self.account}: amount is not finite.")
-        exponent = self.amount_minor.normalize().as_tuple().exponent
+        exponent = self.amount_minor.normalize(EXACT).as_tuple().exponent
         if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
             raise LedgerValidationError(
                 f"Entry on {self.account}: {self.amount_minor} has more than "
@@ -56,7 +59,7 @@ class Entry:
                 f"Entry on {self.account}: currency {self.currency!r} must be three lower-case "
                 "letters, as Stripe writes it (e.g. 'usd')."
             )
-        if not self.account:
+        if not isinstance(self.account, str) or not self.account:
             raise LedgerValidationError("An entry needs an account name.")
 
 
@@ -71,19 +74,43 @@ class Transaction:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.key:
+        if not isinstance(self.key, str) or not self.key:
             raise LedgerValidationError("A transaction needs a key (its idempotency key).")
-        if self.effective_at.tzinfo is None:
+        for name in ("kind", "cause_type", "cause_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise LedgerValidationError(
+                    f"Transaction {self.key}: {name} must be a non-empty string, not {value!r}."
+                )
+        if not isinstance(self.effective_at, datetime) or self.effective_at.utcoffset() is None:
             raise LedgerValidationError(
                 f"Transaction {self.key}: effective_at must carry a time zone."
+            )
+        if not isinstance(self.entries, tuple) or not all(
+            isinstance(entry, Entry) for entry in self.entries
+        ):
+            raise LedgerValidationError(
+                f"Transaction {self.key}: entries must be a tuple of Entry values."
+            )
+        if not isinstance(self.metadata, Mapping):
+            raise LedgerValidationError(f"Transaction {self.key}: metadata must be a mapping.")
+        bad_metadata = [
+            (k, v)
+            for k, v in self.metadata.items()
+            if not isinstance(k, str) or not isinstance(v, str)
+        ]
+        if bad_metadata:
+            raise LedgerValidationError(
+                f"Transaction {self.key}: metadata keys and values must be strings: {bad_metadata}."
             )
         if len(self.entries) < 2:
             raise LedgerValidationError(
                 f"Transaction {self.key} has {len(self.entries)} entries; double entry needs two."
             )
         sums: dict[str, Decimal] = defaultdict(Decimal)
-        for entry in self.entries:
-            sums[entry.currency] += entry.amount_minor
+        with localcontext(EXACT):
+            for entry in self.entries:
+                sums[entry.currency] += entry.amount_minor
         unbalanced = {c: s for c, s in sums.items() if s != 0}
         if unbalanced:
             raise LedgerValidationError(

@@ -13,7 +13,7 @@ from types import TracebackType
 import psycopg
 
 from ledger.migrations import migrate
-from ledger.model import Transaction
+from ledger.model import EXACT, Transaction
 
 
 class LedgerConflictError(RuntimeError):
@@ -47,8 +47,13 @@ class Ledger:
 
     @classmethod
     def connect(cls, url: str) -> Ledger:
+        """Connect and bring the schema up to date (migrations run at most once each)."""
         conn = psycopg.connect(url, autocommit=True)
-        migrate(conn)
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return cls(conn)
 
     def close(self) -> None:
@@ -66,12 +71,33 @@ class Ledger:
         self.close()
 
     def post_many(self, transactions: Iterable[Transaction]) -> PostResult:
-        """Post all or nothing. A key already posted with the same content is not posted again."""
+        """Post all or nothing. A key already posted with the same content is not posted again.
+
+        A key posted before with other content raises ``LedgerConflictError`` and the whole batch
+        is rolled back. Rows are written in a fixed order (accounts by name, transactions by key)
+        so that concurrent writers with overlapping batches wait for each other, never deadlock.
+        """
+        batch = list(transactions)
+        for transaction in batch:
+            if not isinstance(transaction, Transaction):
+                raise TypeError(f"post_many takes Transaction values, not {transaction!r}")
+        batch.sort(key=lambda transaction: transaction.key)
+        account_currency: dict[str, str] = {}
+        for transaction in batch:
+            for entry in transaction.entries:
+                account_currency.setdefault(entry.account, entry.currency)
         created = existing = 0
-        with self._conn.transaction():
-            for transaction in transactions:
+        entry_rows: list[tuple[int, str, Decimal, str]] = []
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            if account_currency:
+                cursor.executemany(
+                    "insert into ledger.accounts (name, currency) values (%s, %s) "
+                    "on conflict (name) do nothing",
+                    sorted(account_currency.items()),
+                )
+            for transaction in batch:
                 content_hash = transaction.content_hash()
-                row = self._conn.execute(
+                row = cursor.execute(
                     """
                     insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
                         effective_at, content_hash, metadata)
@@ -80,13 +106,17 @@ class Ledger:
                     returning id
                     """,
                     [
-                        transaction.key, transaction.kind, transaction.cause_type,
-                        transaction.cause_id, transaction.effective_at, content_hash,
+                        transaction.key,
+                        transaction.kind,
+                        transaction.cause_type,
+                        transaction.cause_id,
+                        transaction.effective_at,
+                        content_hash,
                         json.dumps(dict(transaction.metadata), sort_keys=True),
                     ],
                 ).fetchone()
                 if row is None:
-                    stored = self._conn.execute(
+                    stored = cursor.execute(
                         "select content_hash from ledger.transactions where transaction_key = %s",
                         [transaction.key],
                     ).fetchone()
@@ -98,55 +128,60 @@ class Ledger:
                         )
                     existing += 1
                     continue
-                for entry in transaction.entries:
-                    self._conn.execute(
-                        "insert into ledger.accounts (name, currency) values (%s, %s) "
-                        "on conflict (name) do nothing",
-                        [entry.account, entry.currency],
-                    )
-                    self._conn.execute(
-                        "insert into ledger.entries (transaction_id, account, amount_minor, "
-                        "currency) values (%s, %s, %s, %s)",
-                        [row[0], entry.account, entry.amount_minor, entry.currency],
-                    )
+                entry_rows.extend(
+                    (row[0], entry.account, entry.amount_minor, entry.currency)
+                    for entry in transaction.entries
+                )
                 created += 1
+            if entry_rows:
+                cursor.executemany(
+                    "insert into ledger.entries (transaction_id, account, amount_minor, "
+                    "currency) values (%s, %s, %s, %s)",
+                    entry_rows,
+                )
         return PostResult(created=created, existing=existing)
 
     def cause_totals(self, kind: str) -> dict[str, CauseTotal]:
         """Per cause of ``kind``: how many transactions, and their entries summed per account."""
+        revisions = dict(
+            self._conn.execute(
+                "select cause_id, count(*) from ledger.transactions where kind = %s "
+                "group by cause_id",
+                [kind],
+            ).fetchall()
+        )
         rows = self._conn.execute(
             """
-            select t.cause_id, count(distinct t.id), e.account, sum(e.amount_minor),
-                   min(e.currency)
+            select t.cause_id, e.account, sum(e.amount_minor), min(e.currency)
             from ledger.transactions t join ledger.entries e on e.transaction_id = t.id
             where t.kind = %s
             group by t.cause_id, e.account
+            order by t.cause_id, e.account
             """,
             [kind],
         ).fetchall()
         amounts: dict[str, dict[str, Decimal]] = defaultdict(dict)
-        revisions: dict[str, int] = {}
         currencies: dict[str, str] = {}
-        for cause_id, count, account, amount, currency in rows:
+        for cause_id, account, amount, currency in rows:
             amounts[cause_id][account] = Decimal(amount)
-            revisions[cause_id] = max(revisions.get(cause_id, 0), int(count))
-            currencies[cause_id] = currency
+            currencies.setdefault(cause_id, currency)
         return {
             cause_id: CauseTotal(
-                revisions=revisions[cause_id],
-                amount_by_account=dict(by_account),
-                currency=currencies[cause_id],
+                revisions=int(count),
+                amount_by_account=dict(amounts[cause_id]),
+                currency=currencies.get(cause_id, ""),
             )
-            for cause_id, by_account in amounts.items()
+            for cause_id, count in sorted(revisions.items())
         }
 
     def balance(self, account: str, currency: str) -> Decimal:
+        """The sum of the account's entries in ``currency`` (debits positive), exact."""
         row = self._conn.execute(
             "select coalesce(sum(amount_minor), 0) from ledger.entries "
             "where account = %s and currency = %s",
             [account, currency],
         ).fetchone()
-        return Decimal(row[0]).normalize() if row else Decimal(0)
+        return Decimal(row[0]).normalize(EXACT) if row else Decimal(0)
 
     def verify(self) -> VerifyReport:
         """Re-check every invariant from the stored rows; hash the content in key order."""
@@ -169,7 +204,7 @@ class Ledger:
         with self._conn.cursor() as cursor:
             cursor.execute(
                 "select transaction_key, content_hash from ledger.transactions "
-                "order by transaction_key collate \"C\""
+                'order by transaction_key collate "C"'
             )
             for key, content_hash in cursor:
                 digest.update(f"{key}\t{content_hash}\n".encode())

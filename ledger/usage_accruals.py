@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
-from ledger.model import Entry, Transaction
+from ledger.model import EXACT, Entry, Transaction
 from ledger.store import CauseTotal
 
 USAGE_ACCRUAL_KIND = "usage_accrual"
@@ -82,7 +82,7 @@ def _difference(
     receivable = unbilled_receivable_account(customer_id)
     posted_minor = posted.amount_by_account.get(receivable, Decimal(0)) if posted else Decimal(0)
     revisions = posted.revisions if posted else 0
-    delta = rated_minor - posted_minor
+    delta = EXACT.subtract(rated_minor, posted_minor)  # no rounding, whatever the size
     if delta == 0:
         return None
     revision = revisions + 1
@@ -94,7 +94,9 @@ def _difference(
         effective_at=datetime.combine(usage_date, time(0), tzinfo=UTC),
         entries=(
             Entry(account=receivable, amount_minor=delta, currency=currency),
-            Entry(account=USAGE_REVENUE_ACCOUNT, amount_minor=-delta, currency=currency),
+            Entry(
+                account=USAGE_REVENUE_ACCOUNT, amount_minor=delta.copy_negate(), currency=currency
+            ),
         ),
         metadata={
             "customer_id": customer_id,
