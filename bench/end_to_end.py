@@ -68,23 +68,36 @@ def measure_baseline(data_dir: Path, day: date) -> dict[str, float]:
 
 
 def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
+    """The Dagster job for one day; the local Stripe runs in its own process, as Stripe would."""
+    from stripe_local.server import free_port, is_running, start_detached
+
+    now = f"{(day + timedelta(days=2)).isoformat()}T00:00:00Z"
+    port = free_port()
     os.environ["METERBOOK_DATA_DIR"] = str(data_dir)
-    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = f"{(day + timedelta(days=2)).isoformat()}T00:00:00Z"
+    os.environ["METERBOOK_STRIPE_API_BASE"] = f"http://127.0.0.1:{port}"
+    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = now
     from orchestration.runner import run_days
     from orchestration.settings import get_settings
-    from stripe_local.server import LocalStripeServer
 
     settings = get_settings()
-    port = int(settings.stripe_api_base.rsplit(":", 1)[1])
-    with LocalStripeServer(
+    server = start_detached(
         port=port,
         db_path=settings.stripe_local_db,
-        now=os.environ["METERBOOK_STRIPE_LOCAL_NOW"],
+        now=now,
         seed_customers_csv=settings.raw_stripe_dir / "customers.csv",
-    ):
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not is_running(settings.stripe_api_base):
+            if time.monotonic() > deadline:
+                raise SystemExit("The local Stripe did not start.")
+            time.sleep(0.1)
         started = time.perf_counter()
         outcomes = run_days(settings, day, day, chunk_days=1)
         seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     if not all(o.success for o in outcomes):
         raise SystemExit(f"The pipeline run failed: {outcomes}")
     return {"seconds": seconds, "peak_mib": peak_memory_mib()}
@@ -92,9 +105,19 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
 
 def in_subprocess(kind: str, data_dir: Path, day: date) -> dict[str, float]:
     completed = subprocess.run(
-        [sys.executable, __file__, "--measure", kind, "--data-dir", str(data_dir),
-         "--day", day.isoformat()],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            kind,
+            "--data-dir",
+            str(data_dir),
+            "--day",
+            day.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise SystemExit(f"{kind} measurement failed:\n{completed.stdout}\n{completed.stderr}")
@@ -119,8 +142,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     empty_dir = Path(tempfile.mkdtemp(prefix="mbb"))
     generate_sample_data(
-        empty_dir, start_date=BENCH_DAY, days=1, customers=args.customers, events_per_day=1000,
-        seed=1, price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
+        empty_dir,
+        start_date=BENCH_DAY,
+        days=1,
+        customers=args.customers,
+        events_per_day=1000,
+        seed=1,
+        price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
     )
     empty_day = BENCH_DAY + timedelta(days=1)
     empty = in_subprocess("pipeline", empty_dir, empty_day)
@@ -129,8 +157,13 @@ def main() -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="mbb"))
         started = time.perf_counter()
         generate_sample_data(
-            data_dir, start_date=BENCH_DAY, days=1, customers=args.customers,
-            events_per_day=events, seed=1, price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
+            data_dir,
+            start_date=BENCH_DAY,
+            days=1,
+            customers=args.customers,
+            events_per_day=events,
+            seed=1,
+            price_book_dir=PROJECT_ROOT / "dbt_project" / "seeds",
         )
         generated = time.perf_counter() - started
         baseline = in_subprocess("baseline", data_dir, BENCH_DAY)
