@@ -1,22 +1,73 @@
 """Deterministic, realistic sample data: raw usage logs with the edge's mess, and Stripe exports.
 
-Same arguments, same bytes (numpy ``default_rng(seed)``, gzip with mtime 0, no clocks). Columns
-are generated vectorised with numpy and formatted with polars an hour at a time, so a day of
-20 M events never sits in memory whole.
+``generate_sample_data(output_dir, start_date=…, days=…, customers=…, events_per_day=…, seed=…,
+price_book_dir=…)`` writes, under ``output_dir/raw``:
 
-The mess, at the rates of ``MessRates`` (share of a day's events):
+- ``usage/date=YYYY-MM-DD/hour=HH/part-0000.ndjson.gz``: gzip NDJSON by *arrival* hour
+  (``received_at``), one event per line in the contract of ``../shared/README.md`` §2;
+- ``stripe/{customers,products,prices,subscriptions,subscription_items}.csv``: the Stripe objects
+  of ``docs/architecture.md``, consistent with the usage and the price book (one active
+  subscription per customer covering the whole range, a metered price per plan and meter, a
+  licensed ``platform_fee`` price per plan);
+- ``sample_manifest.json``: the ``GenerationSummary`` (what was injected, per arrival day).
 
-- ``retry`` 1 %: the edge sent an event again: same event_id and content, a later
-  ``received_at`` (seconds to hours later, sometimes the next day) -> a duplicate;
-- ``conflict`` 0.1 %: same event_id, different ``output_tokens``, later -> quarantined;
-- ``late`` 3 %: occurred 1 to 72 hours before it arrived -> billed on the day it occurred;
-- ``malformed`` 0.3 %: invalid JSON, a truncated line, no event_id, a token count as a string,
-  a negative token count, an unknown event_type, ``occurred_at`` days after ``received_at``;
-- ``unknown_customer`` 0.1 %: well-formed, for a customer Stripe does not know.
+Same arguments, same bytes: everything random comes from one ``numpy.random.default_rng(seed)``
+drawn in a fixed order, gzip members carry ``mtime`` 0, nothing reads a clock. Columns are
+generated vectorised with numpy and formatted with polars an hour at a time (the mess is injected
+on small subsets), and each hour file is compressed in a background thread while the next hour is
+generated, so a day of 20 M events never sits in memory whole.
 
-``sample_manifest.json`` records what was injected per arrival day, so that
-raw lines = valid events + identical retries + conflicting duplicates + malformed + unknown
-customer lines, and ingestion must find exactly those numbers.
+The data: customers get a volume weight from a lognormal (a few heavy, many light) and a plan
+from ``price_book_plans.csv`` (heavier customers tend to be on pricier plans); events follow a
+daily curve (quiet at night UTC); models are the price book's ``model`` values with different
+popularity (``MODEL_WEIGHTS``); token counts are lognormal per model and ``request_kind``
+(``agent`` calls carry long contexts and read the cache most), capped far below ingestion's
+100,000,000; ``occurred_at`` is normally 0.05 to 3 s (lognormal, median 0.3 s) before
+``received_at``.
+
+The mess, at the rates of ``MessRates`` (shares of a day's clean events; all configurable):
+
+=========================  =======  ==========================================================
+field                      default  what is written
+=========================  =======  ==========================================================
+``retry``                  1 %      the same event again, with the same body: an edge retry.
+``retry_quick_share``      50 %     of retries (and conflicts): re-sent 0.1 s to 2 min after the
+                                    original (mostly the same hour file); the others 2 min to
+                                    3 h later (often a later hour file) ...
+``retry_next_day_share``   10 %     ... and this share of them one day later still (next day's
+                                    file). Every copy's ``received_at`` is strictly later than
+                                    the original's, so the original is the first copy.
+``conflict``               0.1 %    the same ``event_id`` later (like a retry) with a
+                                    different ``output_tokens``: a conflicting duplicate.
+``late``                   3 %      ``occurred_at`` 1 to 24 hours before ``received_at`` ...
+``late_days_share``        25 %     ... or, for this share of them, 1 to 3 days before (the
+                                    event lands in an earlier day's, maybe period's, usage).
+``malformed``              0.3 %    one of ``MALFORMED_KINDS``, uniformly: invalid JSON, a
+                                    truncated line, no ``event_id``, a token count as a string,
+                                    a negative token count, an unknown ``event_type``,
+                                    ``occurred_at`` two days after ``received_at``, no
+                                    ``customer_id``.
+``unknown_customer``       0.1 %    well-formed, for one of a few customers Stripe does not
+                                    know (``unknown_customer_ids`` in the manifest).
+=========================  =======  ==========================================================
+
+Event ids are ``evt_<seed in hex>s<YYYYMMDD>h<HH>n<sequence>`` (arrival day and hour of the
+first copy): unique within a run, different between seeds. Retries and conflicts are copies of
+events sent before (they never arrive before their original); copies that would arrive after the
+last generated day are not written. Malformed and unknown-customer lines carry their own
+``event_id`` (``<original>_bad<n>``, ``<original>_unk<n>``).
+
+Manifest (``GenerationSummary`` as JSON): the arguments, ``mess`` (the rates used),
+``unknown_customer_ids``, ``per_day`` keyed by arrival day and ``totals`` over all days, each
+with ``raw_lines``, ``valid_events`` (distinct well-formed events first sent that day: what
+ingestion must accept), ``identical_retries``, ``conflicting_duplicates``, ``malformed_lines``,
+``malformed_by_kind``, ``unknown_customer_lines``, ``late_events`` (valid events made late on
+purpose), ``earlier_day_events`` (valid events whose ``occurred_at`` falls on an earlier UTC day
+than their arrival), ``files``, and the expectations for ingestion ``expected_accepted``,
+``expected_duplicates``, ``expected_quarantined``. Per day and in total::
+
+    raw_lines = valid_events + identical_retries + conflicting_duplicates
+                + malformed_lines + unknown_customer_lines
 """
 
 from __future__ import annotations
@@ -25,20 +76,46 @@ import csv
 import gzip
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+SECOND_MS = 1_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 ALPHANUMERIC = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
+ID_LENGTH = 14
+EVENT_TYPE = "model_call"
 REQUEST_KINDS = ("agent", "chat", "completion", "edit")
 REQUEST_KIND_WEIGHTS = (0.45, 0.3, 0.15, 0.1)
+# Multiplier of the model's input tokens, and the share of calls that read the prompt cache.
+REQUEST_KIND_INPUT_FACTOR = (3.0, 1.0, 0.4, 1.5)
+REQUEST_KIND_CACHE_SHARE = (0.75, 0.35, 0.05, 0.5)
+# Share of plans by popularity (cheapest first), when the price book has these plans.
 PLAN_WEIGHTS = {"starter": 0.5, "pro": 0.35, "team": 0.15}
 MODEL_WEIGHTS = {"nimbus-small": 0.5, "nimbus-large": 0.38, "nimbus-reasoning": 0.12}
+# Lognormal token counts per model: (input median, input sigma, output median, output sigma).
+MODEL_TOKENS = {
+    "nimbus-small": (600.0, 1.1, 150.0, 0.9),
+    "nimbus-large": (1_500.0, 1.2, 350.0, 1.0),
+    "nimbus-reasoning": (2_500.0, 1.1, 1_800.0, 1.0),
+}
+DEFAULT_MODEL_TOKENS = (1_500.0, 1.2, 350.0, 1.0)
+# Normal delay between occurred_at and received_at (the edge's buffering).
+MIN_LAG_MS = 50
+MAX_LAG_MS = 3_000
+MAX_INPUT_TOKENS = 1_000_000
+MAX_OUTPUT_TOKENS = 128_000
+MAX_CACHE_READ_TOKENS = 4_000_000
+# Relative traffic per UTC hour: quiet at night, busiest in the afternoon.
+HOURLY_SHAPE = 1.0 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 9) / 24)
 MALFORMED_KINDS = (
     "invalid_json",
     "truncated_line",
@@ -47,17 +124,35 @@ MALFORMED_KINDS = (
     "negative_token_count",
     "unknown_event_type",
     "occurred_at_in_future",
+    "missing_customer_id",
 )
-GZIP_LEVEL = 3
+UNKNOWN_CUSTOMERS = 3
+GZIP_LEVEL = 1
+USAGE_FILE_NAME = "part-0000.ndjson.gz"
+MANIFEST_NAME = "sample_manifest.json"
 
 
 @dataclass(frozen=True)
 class MessRates:
+    """How much of the edge's mess to inject; see the module docstring."""
+
     retry: float = 0.01
+    retry_quick_share: float = 0.5
+    retry_next_day_share: float = 0.1
     conflict: float = 0.001
     late: float = 0.03
+    late_days_share: float = 0.25
     malformed: float = 0.003
     unknown_customer: float = 0.001
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"MessRates.{item.name} must lie in [0, 1], not {value!r}.")
+
+
+NO_MESS = MessRates(retry=0.0, conflict=0.0, late=0.0, malformed=0.0, unknown_customer=0.0)
 
 
 @dataclass
@@ -66,59 +161,262 @@ class DayCounts:
     valid_events: int = 0
     identical_retries: int = 0
     conflicting_duplicates: int = 0
-    late_events: int = 0
     unknown_customer_lines: int = 0
+    late_events: int = 0
+    earlier_day_events: int = 0
+    files: int = 0
     malformed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MALFORMED_KINDS, 0))
 
     @property
     def malformed_lines(self) -> int:
         return sum(self.malformed.values())
 
+    def as_manifest(self) -> dict[str, Any]:
+        quarantined = (
+            self.conflicting_duplicates + self.malformed_lines + self.unknown_customer_lines
+        )
+        return {
+            "raw_lines": self.raw_lines,
+            "valid_events": self.valid_events,
+            "identical_retries": self.identical_retries,
+            "conflicting_duplicates": self.conflicting_duplicates,
+            "malformed_lines": self.malformed_lines,
+            "malformed_by_kind": dict(self.malformed),
+            "unknown_customer_lines": self.unknown_customer_lines,
+            "late_events": self.late_events,
+            "earlier_day_events": self.earlier_day_events,
+            "files": self.files,
+            "expected_accepted": self.valid_events,
+            "expected_duplicates": self.identical_retries,
+            "expected_quarantined": quarantined,
+        }
+
 
 @dataclass(frozen=True)
 class GenerationSummary:
+    """What was generated; written as JSON to ``raw/sample_manifest.json``."""
+
     start_date: str
     days: int
     customers: int
     events_per_day: int
     seed: int
     mess: dict[str, float]
-    per_day: dict[str, dict[str, object]]
-    totals: dict[str, int]
+    unknown_customer_ids: list[str]
+    per_day: dict[str, dict[str, Any]]
+    totals: dict[str, Any]
 
 
-def _random_ids(rng: np.random.Generator, prefix: str, count: int, length: int = 14) -> list[str]:
-    letters = rng.choice(ALPHANUMERIC, size=(count, length))
-    return [prefix + "".join(row) for row in letters]
+def generate_sample_data(
+    output_dir: Path,
+    *,
+    start_date: date,
+    days: int,
+    customers: int,
+    events_per_day: int,
+    seed: int,
+    price_book_dir: Path,
+    mess: MessRates | None = None,
+) -> GenerationSummary:
+    """Write ``raw/usage/…``, ``raw/stripe/*.csv`` and ``raw/sample_manifest.json``.
+
+    Usage files exist for arrival days ``start_date`` to ``start_date + days - 1`` only; files
+    already there for those hours are overwritten. See the module docstring for the data.
+    """
+    if days < 1 or customers < 1 or events_per_day < 0:
+        raise ValueError(
+            "days and customers must be at least 1 and events_per_day at least 0, "
+            f"not days={days}, customers={customers}, events_per_day={events_per_day}."
+        )
+    mess = mess or MessRates()
+    rng = np.random.default_rng(seed)
+    plans = _read_csv(price_book_dir / "price_book_plans.csv")
+    meters = _read_csv(price_book_dir / "price_book_meters.csv")
+    meter_prices = _read_csv(price_book_dir / "price_book_meter_prices.csv")
+    population = _make_population(rng, customers, plans, meters)
+
+    raw_dir = output_dir / "raw"
+    _write_stripe_exports(
+        raw_dir / "stripe",
+        rng=rng,
+        population=population,
+        plans=plans,
+        meters=meters,
+        meter_prices=meter_prices,
+        start_date=start_date,
+        days=days,
+    )
+    counts = [DayCounts() for _ in range(days)]
+    pending: dict[int, list[tuple[int, str]]] = defaultdict(list)  # hour index -> (ms, line)
+    writes: list[Future[None]] = []
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for day_offset in range(days):
+            day = start_date + timedelta(days=day_offset)
+            per_hour = rng.multinomial(events_per_day, HOURLY_SHAPE / HOURLY_SHAPE.sum())
+            for hour in range(24):
+                hour_index = day_offset * 24 + hour
+                hour_start = _epoch_ms(day) + hour * HOUR_MS
+                frame = _hour_events(
+                    rng,
+                    count=int(per_hour[hour]),
+                    hour_start_ms=hour_start,
+                    id_prefix=f"evt_{seed:x}s{day:%Y%m%d}h{hour:02d}n",
+                    population=population,
+                    mess=mess,
+                )
+                day_counts = counts[day_offset]
+                day_counts.valid_events += frame.height
+                day_counts.late_events += int(frame["late"].sum())
+                day_counts.earlier_day_events += int((frame["occurred_ms"] < _epoch_ms(day)).sum())
+                extra = pending.pop(hour_index, [])
+                extra += _mess_for_hour(
+                    rng,
+                    frame=frame,
+                    mess=mess,
+                    hour_index=hour_index,
+                    hour_start=hour_start,
+                    last_hour_index=days * 24 - 1,
+                    pending=pending,
+                    counts=counts,
+                    unknown_ids=population.unknown_ids,
+                )
+                day_counts.raw_lines += frame.height + len(extra)
+                body = _hour_body(frame, extra)
+                if body:
+                    day_counts.files += 1
+                    path = (
+                        raw_dir
+                        / "usage"
+                        / f"date={day.isoformat()}"
+                        / f"hour={hour:02d}"
+                        / USAGE_FILE_NAME
+                    )
+                    # Bound the memory: at most one hour compressing while the next is built.
+                    while len(writes) > 1:
+                        writes.pop(0).result()
+                    writes.append(writer.submit(_write_gzip, path, body))
+        for write in writes:
+            write.result()
+    summary = _summary(start_date, days, customers, events_per_day, seed, mess, population, counts)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    (raw_dir / MANIFEST_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
 
 
-def _epoch_ms(day: date) -> int:
-    return int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp() * 1000)
+def read_manifest(output_dir: Path) -> GenerationSummary:
+    """The summary a previous run wrote under ``output_dir``."""
+    return GenerationSummary(**json.loads((output_dir / "raw" / MANIFEST_NAME).read_text()))
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+# --- customers and events ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Customers:
+class _Population:
     ids: list[str]
     plans: list[str]
-    weights: np.ndarray
+    weights: np.ndarray  # probability of each customer sending an event
+    created: np.ndarray  # Unix seconds
+    unknown_ids: list[str]
+    models: list[str]
+    model_weights: np.ndarray
+    # Per model: ln(input median), input sigma, ln(output median), output sigma.
+    model_tokens: np.ndarray
 
 
-def _make_customers(rng: np.random.Generator, count: int, plan_ids: list[str]) -> _Customers:
+def _make_population(
+    rng: np.random.Generator,
+    count: int,
+    plans: list[dict[str, str]],
+    meters: list[dict[str, str]],
+) -> _Population:
     ids = _random_ids(rng, "cus_", count)
-    known = [p for p in PLAN_WEIGHTS if p in plan_ids] or plan_ids
-    probabilities = np.array([PLAN_WEIGHTS.get(p, 1.0) for p in known])
-    plans = list(rng.choice(known, size=count, p=probabilities / probabilities.sum()))
-    weights = rng.lognormal(mean=0.0, sigma=1.5, size=count)
-    return _Customers(ids=ids, plans=[str(p) for p in plans], weights=weights / weights.sum())
+    volume = rng.lognormal(mean=0.0, sigma=1.6, size=count)
+    # Heavier customers tend to be on pricier plans: rank a noisy volume score and cut it by the
+    # plans' popularity, cheapest plan for the lowest scores.
+    by_fee = sorted(plans, key=lambda p: (Decimal(p["monthly_fee_minor"]), p["plan_id"]))
+    plan_ids = [p["plan_id"] for p in by_fee]
+    shares = np.array([PLAN_WEIGHTS.get(p, 1.0 / len(plan_ids)) for p in plan_ids])
+    score = np.log(volume) + rng.normal(0.0, 1.0, size=count)
+    quantile = (np.argsort(np.argsort(score, kind="stable"), kind="stable") + 0.5) / count
+    plan_index = np.searchsorted(np.cumsum(shares / shares.sum()), quantile)
+    plan_index = np.minimum(plan_index, len(plan_ids) - 1)
+    known = set(ids)
+    unknown: list[str] = []
+    while len(unknown) < UNKNOWN_CUSTOMERS:
+        unknown += [c for c in _random_ids(rng, "cus_", UNKNOWN_CUSTOMERS) if c not in known]
+    models = sorted({m["model"] for m in meters if m.get("model")})
+    if not models:
+        raise ValueError("price_book_meters.csv names no model: there is nothing to generate.")
+    model_weights = np.array([MODEL_WEIGHTS.get(m, 0.1) for m in models])
+    tokens = np.array([MODEL_TOKENS.get(m, DEFAULT_MODEL_TOKENS) for m in models])
+    tokens[:, 0] = np.log(tokens[:, 0])
+    tokens[:, 2] = np.log(tokens[:, 2])
+    return _Population(
+        ids=ids,
+        plans=[plan_ids[i] for i in plan_index],
+        weights=volume / volume.sum(),
+        created=rng.integers(30, 400, size=count),  # days before the start, made absolute later
+        unknown_ids=unknown[:UNKNOWN_CUSTOMERS],
+        models=models,
+        model_weights=model_weights / model_weights.sum(),
+        model_tokens=tokens,
+    )
+
+
+def _hour_events(
+    rng: np.random.Generator,
+    *,
+    count: int,
+    hour_start_ms: int,
+    id_prefix: str,
+    population: _Population,
+    mess: MessRates,
+) -> pl.DataFrame:
+    """One arrival hour of clean events, sorted by ``received_ms``."""
+    received = np.sort(rng.integers(hour_start_ms, hour_start_ms + HOUR_MS, size=count))
+    lag = np.clip(rng.lognormal(np.log(300.0), 0.8, size=count), MIN_LAG_MS, MAX_LAG_MS)
+    lag = lag.astype(np.int64)
+    late = rng.random(count) < mess.late
+    late_count = int(late.sum())
+    by_days = rng.random(late_count) < mess.late_days_share
+    lag[late] = np.where(
+        by_days,
+        rng.integers(DAY_MS, 3 * DAY_MS, size=late_count),
+        rng.integers(HOUR_MS, DAY_MS, size=late_count),
+    )
+    customer = rng.choice(len(population.ids), size=count, p=population.weights)
+    model = rng.choice(len(population.models), size=count, p=population.model_weights)
+    kind = rng.choice(len(REQUEST_KINDS), size=count, p=REQUEST_KIND_WEIGHTS)
+    params = population.model_tokens[model]
+    input_factor = np.log(np.asarray(REQUEST_KIND_INPUT_FACTOR))[kind]
+    input_tokens = rng.lognormal(params[:, 0] + input_factor, params[:, 1])
+    output_tokens = rng.lognormal(params[:, 2], params[:, 3])
+    cached = rng.random(count) < np.asarray(REQUEST_KIND_CACHE_SHARE)[kind]
+    cache_read = np.where(cached, input_tokens * rng.lognormal(np.log(2.0), 0.8, size=count), 0)
+    return pl.DataFrame(
+        {
+            "seq": np.arange(count, dtype=np.int64),
+            "customer_id": pl.Series(population.ids).gather(customer),
+            "model": pl.Series(population.models).gather(model),
+            "request_kind": pl.Series(REQUEST_KINDS).gather(kind),
+            "input_tokens": np.clip(input_tokens, 1, MAX_INPUT_TOKENS).astype(np.int64),
+            "output_tokens": np.clip(output_tokens, 1, MAX_OUTPUT_TOKENS).astype(np.int64),
+            "cache_read_tokens": np.minimum(cache_read, MAX_CACHE_READ_TOKENS).astype(np.int64),
+            "received_ms": received,
+            "occurred_ms": received - lag,
+            "late": late,
+        }
+    ).with_columns(
+        pl.concat_str([pl.lit(id_prefix), pl.col("seq").cast(pl.String).str.zfill(7)]).alias(
+            "event_id"
+        ),
+        pl.lit(EVENT_TYPE).alias("event_type"),
+    )
 
 
 def _format_lines(frame: pl.DataFrame) -> pl.Series:
-    """One JSON line per row, keys in the contract's order."""
+    """One JSON line per row, keys in the contract's order, as ``json.dumps`` would write it."""
 
     def ts(column: str) -> pl.Expr:
         return pl.from_epoch(pl.col(column), time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
@@ -152,154 +450,7 @@ def _format_lines(frame: pl.DataFrame) -> pl.Series:
     )["line"]
 
 
-def _hour_events(
-    rng: np.random.Generator,
-    *,
-    count: int,
-    hour_start_ms: int,
-    id_prefix: str,
-    customers: _Customers,
-    models: list[str],
-    model_weights: np.ndarray,
-    late_rate: float,
-) -> tuple[pl.DataFrame, int]:
-    received = np.sort(rng.integers(hour_start_ms, hour_start_ms + HOUR_MS, size=count))
-    lag = rng.integers(50, 3_000, size=count)
-    late = rng.random(count) < late_rate
-    lag = np.where(late, rng.integers(HOUR_MS, 72 * HOUR_MS, size=count), lag)
-    cache_used = rng.random(count) < 0.4
-    frame = pl.DataFrame(
-        {
-            "seq": np.arange(count),
-            "customer_id": np.array(customers.ids)[
-                rng.choice(len(customers.ids), size=count, p=customers.weights)
-            ],
-            "model": np.array(models)[rng.choice(len(models), size=count, p=model_weights)],
-            "request_kind": np.array(REQUEST_KINDS)[
-                rng.choice(len(REQUEST_KINDS), size=count, p=REQUEST_KIND_WEIGHTS)
-            ],
-            "input_tokens": np.minimum(rng.lognormal(7.5, 1.2, size=count), 2_000_000).astype(
-                np.int64
-            ),
-            "output_tokens": np.minimum(rng.lognormal(5.8, 1.0, size=count), 200_000).astype(
-                np.int64
-            ),
-            "cache_read_tokens": np.where(
-                cache_used, np.minimum(rng.lognormal(8.5, 1.3, size=count), 5_000_000), 0
-            ).astype(np.int64),
-            "received_ms": received,
-            "occurred_ms": received - lag,
-        }
-    ).with_columns(
-        pl.concat_str([pl.lit(id_prefix), pl.col("seq").cast(pl.String).str.zfill(7)]).alias(
-            "event_id"
-        ),
-        pl.lit("model_call").alias("event_type"),
-    )
-    return frame, int(late.sum())
-
-
-def _malformed_line(kind: str, event: dict[str, object]) -> str:
-    line = json.dumps(event)
-    if kind == "invalid_json":
-        return line.replace('"customer_id": ', '"customer_id" ', 1)
-    if kind == "truncated_line":
-        return line[: len(line) // 2]
-    if kind == "missing_event_id":
-        event = {k: v for k, v in event.items() if k != "event_id"}
-    elif kind == "token_count_as_string":
-        event["properties"]["input_tokens"] = str(event["properties"]["input_tokens"])  # type: ignore[index]
-    elif kind == "negative_token_count":
-        event["properties"]["output_tokens"] = -abs(int(event["properties"]["output_tokens"]) + 1)  # type: ignore[index,call-overload]
-    elif kind == "unknown_event_type":
-        event["event_type"] = "page_view"
-    elif kind == "occurred_at_in_future":
-        received = datetime.fromisoformat(str(event["received_at"]).replace("Z", "+00:00"))
-        event["occurred_at"] = (received + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    return json.dumps(event)
-
-
-def _iso_ms(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
-
-
-def generate_sample_data(
-    output_dir: Path,
-    *,
-    start_date: date,
-    days: int,
-    customers: int,
-    events_per_day: int,
-    seed: int,
-    price_book_dir: Path,
-    mess: MessRates | None = None,
-) -> GenerationSummary:
-    """Write ``raw/usage/…`` and ``raw/stripe/*.csv`` under ``output_dir``; see the module doc."""
-    mess = mess or MessRates()
-    rng = np.random.default_rng(seed)
-    plans = _read_csv(price_book_dir / "price_book_plans.csv")
-    meters = _read_csv(price_book_dir / "price_book_meters.csv")
-    prices = _read_csv(price_book_dir / "price_book_meter_prices.csv")
-    models = sorted({m["model"] for m in meters})
-    raw_weights = np.array([MODEL_WEIGHTS.get(m, 0.1) for m in models])
-    model_weights = raw_weights / raw_weights.sum()
-    customer_set = _make_customers(rng, customers, [p["plan_id"] for p in plans])
-    unknown_ids = _random_ids(rng, "cus_", 5)
-
-    raw_dir = output_dir / "raw"
-    _write_stripe_exports(
-        raw_dir / "stripe",
-        rng=rng,
-        customers=customer_set,
-        plans=plans,
-        meters=meters,
-        prices=prices,
-        start_date=start_date,
-    )
-    usage_dir = raw_dir / "usage"
-    counts: dict[date, DayCounts] = defaultdict(DayCounts)
-    pending: dict[int, list[tuple[int, str]]] = defaultdict(list)  # hour index -> (ms, line)
-    last_day = start_date + timedelta(days=days - 1)
-    for day_offset in range(days):
-        day = start_date + timedelta(days=day_offset)
-        day_start = _epoch_ms(day)
-        per_hour = np.bincount(rng.integers(0, 24, size=events_per_day), minlength=24)
-        for hour in range(24):
-            hour_index = day_offset * 24 + hour
-            hour_start = day_start + hour * HOUR_MS
-            frame, late = _hour_events(
-                rng,
-                count=int(per_hour[hour]),
-                hour_start_ms=hour_start,
-                id_prefix=f"evt_{seed:x}{day:%Y%m%d}{hour:02d}",
-                customers=customer_set,
-                models=models,
-                model_weights=model_weights,
-                late_rate=mess.late,
-            )
-            day_counts = counts[day]
-            day_counts.valid_events += frame.height
-            day_counts.late_events += late
-            lines = _format_lines(frame)
-            extra: list[tuple[int, str]] = pending.pop(hour_index, [])
-            extra += _mess_for_hour(
-                rng,
-                frame=frame,
-                mess=mess,
-                hour_index=hour_index,
-                hour_start=hour_start,
-                last_hour_index=days * 24 - 1,
-                pending=pending,
-                counts=counts,
-                start_date=start_date,
-                unknown_ids=unknown_ids,
-            )
-            _write_hour(usage_dir, day, hour, frame["received_ms"].to_numpy(), lines, extra)
-            day_counts.raw_lines += frame.height + len(extra)
-    summary = _summary(start_date, days, customers, events_per_day, seed, mess, counts, last_day)
-    (raw_dir / "sample_manifest.json").write_text(json.dumps(asdict(summary), indent=2))
-    return summary
+# --- the mess ---------------------------------------------------------------------------------
 
 
 def _mess_for_hour(
@@ -311,114 +462,140 @@ def _mess_for_hour(
     hour_start: int,
     last_hour_index: int,
     pending: dict[int, list[tuple[int, str]]],
-    counts: dict[date, DayCounts],
-    start_date: date,
+    counts: list[DayCounts],
     unknown_ids: list[str],
 ) -> list[tuple[int, str]]:
-    """Lines for this hour beyond its clean events; later retries are queued in ``pending``."""
+    """Lines for this hour beyond its clean events; copies for later hours go to ``pending``."""
     count = frame.height
     here: list[tuple[int, str]] = []
+    if not count:
+        return here
+    day_counts = counts[hour_index // 24]
 
-    def place(target_hour: int, received_ms: int, line: str, kind: str) -> None:
-        target_day = start_date + timedelta(days=target_hour // 24)
-        if target_hour == hour_index:
-            here.append((received_ms, line))
-        else:
-            pending[target_hour].append((received_ms, line))
-        if kind == "retry":
-            counts[target_day].identical_retries += 1
-        else:
-            counts[target_day].conflicting_duplicates += 1
-
-    def event_dict(row: dict[str, object], received_ms: int) -> dict[str, object]:
-        return {
-            "event_id": row["event_id"],
-            "customer_id": row["customer_id"],
-            "event_type": row["event_type"],
-            "occurred_at": _iso_ms(int(row["occurred_ms"])),  # type: ignore[call-overload]
-            "received_at": _iso_ms(received_ms),
-            "properties": {
-                "model": row["model"],
-                "input_tokens": row["input_tokens"],
-                "output_tokens": row["output_tokens"],
-                "cache_read_tokens": row["cache_read_tokens"],
-                "request_kind": row["request_kind"],
-            },
-        }
-
-    day_start = hour_start - (hour_index % 24) * HOUR_MS
-    for kind, rate in (("retry", mess.retry), ("conflict", mess.conflict)):
-        picks = np.flatnonzero(rng.random(count) < rate)
+    # Retries and conflicts: copies of this hour's (valid) events, always received later.
+    retried = np.flatnonzero(rng.random(count) < mess.retry)
+    conflicted = np.flatnonzero(rng.random(count) < mess.conflict)
+    for kind, picks in (("retry", retried), ("conflict", conflicted)):
         if not len(picks):
             continue
-        delays = rng.integers(1_000, 3 * HOUR_MS, size=len(picks))
-        delays = np.where(rng.random(len(picks)) < 0.1, delays + DAY_MS, delays)
+        quick = rng.random(len(picks)) < mess.retry_quick_share
+        delays = np.where(
+            quick,
+            rng.integers(100, 2 * 60 * SECOND_MS, size=len(picks)),
+            rng.integers(2 * 60 * SECOND_MS, 3 * HOUR_MS, size=len(picks)),
+        )
+        delays += np.where(rng.random(len(picks)) < mess.retry_next_day_share, DAY_MS, 0)
         copies = frame[picks].with_columns(pl.col("received_ms") + pl.Series(delays))
         if kind == "conflict":
-            changes = pl.Series(rng.integers(1, 1000, size=len(picks)))
+            changes = pl.Series(rng.integers(1, 1_000, size=len(picks)))
             copies = copies.with_columns(pl.col("output_tokens") + changes)
         received = copies["received_ms"].to_numpy()
-        target_hours = (received - day_start) // HOUR_MS + (hour_index - hour_index % 24)
-        lines = _format_lines(copies).to_list()
+        target_hours = hour_index + (received - hour_start) // HOUR_MS
         for received_ms, target_hour, line in zip(
-            received.tolist(), target_hours.tolist(), lines, strict=True
+            received.tolist(), target_hours.tolist(), _format_lines(copies).to_list(), strict=True
         ):
-            if target_hour <= last_hour_index:
-                place(int(target_hour), int(received_ms), line, kind)
+            if target_hour > last_hour_index:
+                continue  # it would arrive after the generated range
+            if target_hour == hour_index:
+                here.append((received_ms, line))
+            else:
+                pending[target_hour].append((received_ms, line))
+            target = counts[target_hour // 24]
+            if kind == "retry":
+                target.identical_retries += 1
+            else:
+                target.conflicting_duplicates += 1
 
-    day = start_date + timedelta(days=hour_index // 24)
-    malformed = int(rng.binomial(count, mess.malformed)) if count else 0
-    for number in range(malformed):
-        kind = MALFORMED_KINDS[int(rng.integers(0, len(MALFORMED_KINDS)))]
-        row = frame.row(int(rng.integers(0, count)), named=True)
-        received_ms = hour_start + int(rng.integers(0, HOUR_MS))
-        event = event_dict(row, received_ms)
-        event["event_id"] = f"{row['event_id']}_bad{number}"
-        event["occurred_at"] = _iso_ms(received_ms - 500)
-        here.append((received_ms, _malformed_line(kind, event)))
-        counts[day].malformed[kind] += 1
-    unknown = int(rng.binomial(count, mess.unknown_customer)) if count else 0
-    for number in range(unknown):
-        row = frame.row(int(rng.integers(0, count)), named=True)
-        received_ms = hour_start + int(rng.integers(0, HOUR_MS))
-        event = event_dict(row, received_ms)
-        event["event_id"] = f"{row['event_id']}_unk{number}"
-        event["customer_id"] = unknown_ids[number % len(unknown_ids)]
-        event["occurred_at"] = _iso_ms(received_ms - 500)
-        here.append((received_ms, json.dumps(event)))
-        counts[day].unknown_customer_lines += 1
+    # Malformed and unknown-customer lines: their own event ids, based on this hour's events.
+    malformed = int(rng.binomial(count, mess.malformed))
+    unknown = int(rng.binomial(count, mess.unknown_customer))
+    if not malformed + unknown:
+        return here
+    bases = frame[rng.integers(0, count, size=malformed + unknown)].to_dicts()
+    received_at = (hour_start + rng.integers(0, HOUR_MS, size=malformed + unknown)).tolist()
+    kinds = rng.integers(0, len(MALFORMED_KINDS), size=malformed).tolist()
+    unknown_picks = rng.integers(0, len(unknown_ids), size=unknown).tolist()
+    for number, (row, received_ms) in enumerate(zip(bases, received_at, strict=True)):
+        event = _event_dict(row, received_ms)
+        if number < malformed:
+            kind = MALFORMED_KINDS[kinds[number]]
+            event["event_id"] = f"{row['event_id']}_bad{number}"
+            here.append((received_ms, _malformed_line(kind, event, received_ms)))
+            day_counts.malformed[kind] += 1
+        else:
+            event["event_id"] = f"{row['event_id']}_unk{number - malformed}"
+            event["customer_id"] = unknown_ids[unknown_picks[number - malformed]]
+            here.append((received_ms, json.dumps(event)))
+            day_counts.unknown_customer_lines += 1
     return here
 
 
-def _write_hour(
-    usage_dir: Path,
-    day: date,
-    hour: int,
-    received: np.ndarray,
-    lines: pl.Series,
-    extra: list[tuple[int, str]],
-) -> None:
-    if not len(lines) and not extra:
-        return
+def _event_dict(row: dict[str, Any], received_ms: int) -> dict[str, Any]:
+    """An event in the contract's key order, sent 0.5 s before it arrived."""
+    return {
+        "event_id": row["event_id"],
+        "customer_id": row["customer_id"],
+        "event_type": row["event_type"],
+        "occurred_at": _iso_ms(received_ms - 500),
+        "received_at": _iso_ms(received_ms),
+        "properties": {
+            "model": row["model"],
+            "input_tokens": row["input_tokens"],
+            "output_tokens": row["output_tokens"],
+            "cache_read_tokens": row["cache_read_tokens"],
+            "request_kind": row["request_kind"],
+        },
+    }
+
+
+def _malformed_line(kind: str, event: dict[str, Any], received_ms: int) -> str:
+    line = json.dumps(event)
+    if kind == "invalid_json":
+        return line.replace('"customer_id": ', '"customer_id" ', 1)
+    if kind == "truncated_line":
+        return line[: len(line) // 2]
+    if kind == "missing_event_id":
+        del event["event_id"]
+    elif kind == "missing_customer_id":
+        del event["customer_id"]
+    elif kind == "token_count_as_string":
+        event["properties"]["input_tokens"] = str(event["properties"]["input_tokens"])
+    elif kind == "negative_token_count":
+        event["properties"]["output_tokens"] = -int(event["properties"]["output_tokens"]) - 1
+    elif kind == "unknown_event_type":
+        event["event_type"] = "page_view"
+    elif kind == "occurred_at_in_future":
+        event["occurred_at"] = _iso_ms(received_ms + 2 * DAY_MS)
+    else:  # pragma: no cover - MALFORMED_KINDS and this function change together
+        raise ValueError(f"unknown malformed kind {kind!r}")
+    return json.dumps(event)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _hour_body(frame: pl.DataFrame, extra: list[tuple[int, str]]) -> bytes:
+    """The hour file's uncompressed bytes: its lines in arrival order, each ending in ``\\n``."""
+    lines = pl.DataFrame(
+        {"received_ms": frame["received_ms"], "line": _format_lines(frame)},
+        schema={"received_ms": pl.Int64, "line": pl.String},
+    )
     if extra:
         extra_frame = pl.DataFrame(
             {"received_ms": [ms for ms, _ in extra], "line": [line for _, line in extra]},
             schema={"received_ms": pl.Int64, "line": pl.String},
         )
-        combined = pl.concat(
-            [pl.DataFrame({"received_ms": received, "line": lines}), extra_frame]
-        ).sort("received_ms", maintain_order=True)
-        lines = combined["line"]
-    folder = usage_dir / f"date={day.isoformat()}" / f"hour={hour:02d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    body = ("\n".join(lines.to_list()) + "\n").encode()
-    with (
-        (folder / "part-0000.ndjson.gz").open("wb") as raw,
-        gzip.GzipFile(
-            fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0, filename=""
-        ) as handle,
-    ):
-        handle.write(body)
+        lines = pl.concat([lines, extra_frame]).sort("received_ms", maintain_order=True)
+    if not lines.height:
+        return b""
+    buffer = BytesIO()
+    lines.select("line").write_csv(buffer, include_header=False, quote_style="never")
+    return buffer.getvalue()
+
+
+def _write_gzip(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0))
 
 
 def _summary(
@@ -428,34 +605,22 @@ def _summary(
     events_per_day: int,
     seed: int,
     mess: MessRates,
-    counts: dict[date, DayCounts],
-    last_day: date,
+    population: _Population,
+    counts: list[DayCounts],
 ) -> GenerationSummary:
-    per_day: dict[str, dict[str, object]] = {}
-    totals: dict[str, int] = defaultdict(int)
-    for day in sorted(counts):
-        if day > last_day:
-            continue
-        c = counts[day]
-        entry: dict[str, object] = {
-            "raw_lines": c.raw_lines,
-            "valid_events": c.valid_events,
-            "identical_retries": c.identical_retries,
-            "conflicting_duplicates": c.conflicting_duplicates,
-            "late_events": c.late_events,
-            "malformed_lines": c.malformed_lines,
-            "malformed_by_kind": dict(c.malformed),
-            "unknown_customer_lines": c.unknown_customer_lines,
-            "expected_accepted": c.valid_events,
-            "expected_duplicates": c.identical_retries,
-            "expected_quarantined": c.conflicting_duplicates
-            + c.malformed_lines
-            + c.unknown_customer_lines,
-        }
-        per_day[day.isoformat()] = entry
+    per_day = {
+        (start_date + timedelta(days=offset)).isoformat(): day.as_manifest()
+        for offset, day in enumerate(counts)
+    }
+    totals: dict[str, Any] = {}
+    for entry in per_day.values():
         for key, value in entry.items():
-            if isinstance(value, int):
-                totals[key] += value
+            if isinstance(value, dict):
+                bucket = totals.setdefault(key, dict.fromkeys(value, 0))
+                for kind, number in value.items():
+                    bucket[kind] += number
+            else:
+                totals[key] = totals.get(key, 0) + value
     return GenerationSummary(
         start_date=start_date.isoformat(),
         days=days,
@@ -463,147 +628,245 @@ def _summary(
         events_per_day=events_per_day,
         seed=seed,
         mess=asdict(mess),
+        unknown_customer_ids=list(population.unknown_ids),
         per_day=per_day,
-        totals=dict(totals),
+        totals=totals,
     )
+
+
+# --- Stripe exports ---------------------------------------------------------------------------
+
+STRIPE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("id", "email", "name", "currency", "created", "metadata"),
+    "products": ("id", "name", "active", "created", "metadata"),
+    "prices": (
+        "id",
+        "product",
+        "currency",
+        "unit_amount",
+        "unit_amount_decimal",
+        "billing_scheme",
+        "recurring_interval",
+        "recurring_usage_type",
+        "lookup_key",
+        "active",
+        "created",
+    ),
+    "subscriptions": (
+        "id",
+        "customer",
+        "status",
+        "currency",
+        "created",
+        "start_date",
+        "current_period_start",
+        "current_period_end",
+        "canceled_at",
+        "ended_at",
+        "metadata",
+    ),
+    "subscription_items": ("id", "subscription", "price", "quantity", "created"),
+}
+NAME_FIRST = (
+    "Acme",
+    "Blue",
+    "Cobalt",
+    "Delta",
+    "Ember",
+    "Fjord",
+    "Granite",
+    "Harbor",
+    "Iris",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Maple",
+    "Nova",
+    "Orbit",
+    "Pine",
+    "Quartz",
+    "Rivet",
+)
+NAME_SECOND = (
+    "Analytics",
+    "Labs",
+    "Systems",
+    "Works",
+    "Health",
+    "Logistics",
+    "Studio",
+    "Robotics",
+    "Finance",
+    "Media",
+    "Foods",
+    "Energy",
+    "Legal",
+    "Cloud",
+)
 
 
 def _write_stripe_exports(
     stripe_dir: Path,
     *,
     rng: np.random.Generator,
-    customers: _Customers,
+    population: _Population,
     plans: list[dict[str, str]],
     meters: list[dict[str, str]],
-    prices: list[dict[str, str]],
+    meter_prices: list[dict[str, str]],
     start_date: date,
+    days: int,
 ) -> None:
     """Stripe objects consistent with the usage and the price book (see docs/architecture.md)."""
     stripe_dir.mkdir(parents=True, exist_ok=True)
-    created = int(_epoch_ms(start_date - timedelta(days=45)) / 1000)
-    period_start = int(_epoch_ms(start_date.replace(day=1)) / 1000)
-    next_month = (start_date.replace(day=28) + timedelta(days=4)).replace(day=1)
-    period_end = int(_epoch_ms(next_month) / 1000)
+    start = _epoch_ms(start_date) // 1000
+    seconds = rng.integers(0, 86_400, size=len(population.ids))
+    customer_created = start - population.created * 86_400 - seconds
+    # Products and prices exist before any customer subscribed.
+    catalog_created = int(customer_created.min()) - 86_400 if len(population.ids) else start
+    last_day = start_date + timedelta(days=days - 1)
+    period_start = last_day.replace(day=1)
+    period_end = (period_start + timedelta(days=32)).replace(day=1)
+
     products = [("platform_fee", "Platform fee")] + [
-        (m["meter_id"], m["description"]) for m in meters
+        (m["meter_id"], m["description"] or m["meter_id"]) for m in meters
     ]
     product_ids = dict(
         zip([p for p, _ in products], _random_ids(rng, "prod_", len(products)), strict=True)
     )
-    price_rows: list[list[object]] = []
-    price_ids: dict[tuple[str, str], str] = {}
+    price_specs: list[tuple[str, str, str, str, str]] = []  # plan, meter, currency, amount, type
     for plan in plans:
-        fee_id = _random_ids(rng, "price_", 1)[0]
-        price_ids[(plan["plan_id"], "platform_fee")] = fee_id
-        price_rows.append(
-            [
-                fee_id,
-                product_ids["platform_fee"],
+        price_specs.append(
+            (
+                plan["plan_id"],
+                "platform_fee",
                 plan["currency"],
                 plan["monthly_fee_minor"],
-                plan["monthly_fee_minor"],
-                "per_unit",
-                "month",
                 "licensed",
-                f"{plan['plan_id']}:platform_fee",
-                "true",
-                created,
-            ]
+            )
         )
-    for price in prices:
-        price_id = _random_ids(rng, "price_", 1)[0]
-        price_ids[(price["plan_id"], price["meter_id"])] = price_id
+    for price in meter_prices:
+        price_specs.append(
+            (
+                price["plan_id"],
+                price["meter_id"],
+                price["currency"],
+                price["unit_price_minor"],
+                "metered",
+            )
+        )
+    price_ids = _random_ids(rng, "price_", len(price_specs))
+    price_rows: list[list[object]] = []
+    prices_by_plan: dict[str, list[str]] = defaultdict(list)
+    for price_id, (plan_id, meter_id, currency, amount, usage_type) in zip(
+        price_ids, price_specs, strict=True
+    ):
+        prices_by_plan[plan_id].append(price_id)
+        exact = Decimal(amount)
+        whole = exact == exact.to_integral_value()
         price_rows.append(
             [
                 price_id,
-                product_ids[price["meter_id"]],
-                price["currency"],
-                "",
-                price["unit_price_minor"],
+                product_ids[meter_id],
+                currency.lower(),
+                str(int(exact)) if whole else "",  # Stripe leaves it empty for sub-cent prices
+                amount,
                 "per_unit",
                 "month",
-                "metered",
-                f"{price['plan_id']}:{price['meter_id']}",
+                usage_type,
+                f"{plan_id}:{meter_id}",
                 "true",
-                created,
+                catalog_created,
             ]
         )
-    subscription_ids = _random_ids(rng, "sub_", len(customers.ids))
+
+    subscription_ids = _random_ids(rng, "sub_", len(population.ids))
+    subscription_created = customer_created + rng.integers(60, 3_600, len(population.ids))
+    items_per_subscription = [len(prices_by_plan[plan]) for plan in population.plans]
+    item_ids = iter(_random_ids(rng, "si_", sum(items_per_subscription)))
     item_rows: list[list[object]] = []
-    for subscription_id, plan_id in zip(subscription_ids, customers.plans, strict=True):
-        for (price_plan, _), price_id in price_ids.items():
-            if price_plan == plan_id:
-                item_rows.append(
-                    [_random_ids(rng, "si_", 1)[0], subscription_id, price_id, 1, created]
-                )
-    tables: dict[str, tuple[list[str], list[list[object]]]] = {
-        "customers": (
-            ["id", "email", "name", "currency", "created", "metadata"],
+    for subscription_id, plan_id, created in zip(
+        subscription_ids, population.plans, subscription_created.tolist(), strict=True
+    ):
+        for price_id in prices_by_plan[plan_id]:
+            item_rows.append([next(item_ids), subscription_id, price_id, 1, created])
+
+    names = [
+        f"{NAME_FIRST[a]} {NAME_SECOND[b]} {n + 1}"
+        for n, (a, b) in enumerate(
+            zip(
+                rng.integers(0, len(NAME_FIRST), len(population.ids)).tolist(),
+                rng.integers(0, len(NAME_SECOND), len(population.ids)).tolist(),
+                strict=True,
+            )
+        )
+    ]
+    tables: dict[str, list[list[object]]] = {
+        "customers": [
             [
-                [cid, f"billing+{n}@example.com", f"Customer {n}", "usd", created, "{}"]
-                for n, cid in enumerate(customers.ids)
-            ],
-        ),
-        "products": (
-            ["id", "name", "active", "created", "metadata"],
+                cid,
+                f"billing@{name.lower().replace(' ', '-')}.example.com",
+                name,
+                "usd",
+                created,
+                "{}",
+            ]
+            for cid, name, created in zip(
+                population.ids, names, customer_created.tolist(), strict=True
+            )
+        ],
+        "products": [
+            [product_ids[p], name, "true", catalog_created, json.dumps({"meter_id": p})]
+            for p, name in products
+        ],
+        "prices": price_rows,
+        "subscriptions": [
             [
-                [product_ids[p], name, "true", created, json.dumps({"meter_id": p})]
-                for p, name in products
-            ],
-        ),
-        "prices": (
-            [
-                "id",
-                "product",
-                "currency",
-                "unit_amount",
-                "unit_amount_decimal",
-                "billing_scheme",
-                "recurring_interval",
-                "recurring_usage_type",
-                "lookup_key",
+                sid,
+                cid,
                 "active",
-                "created",
-            ],
-            price_rows,
-        ),
-        "subscriptions": (
-            [
-                "id",
-                "customer",
-                "status",
-                "currency",
-                "created",
-                "start_date",
-                "current_period_start",
-                "current_period_end",
-                "canceled_at",
-                "ended_at",
-                "metadata",
-            ],
-            [
-                [
-                    sid,
-                    cid,
-                    "active",
-                    "usd",
-                    created,
-                    created,
-                    period_start,
-                    period_end,
-                    "",
-                    "",
-                    json.dumps({"plan_id": plan}),
-                ]
-                for sid, cid, plan in zip(
-                    subscription_ids, customers.ids, customers.plans, strict=True
-                )
-            ],
-        ),
-        "subscription_items": (["id", "subscription", "price", "quantity", "created"], item_rows),
+                "usd",
+                created,
+                created,
+                _epoch_ms(period_start) // 1000,
+                _epoch_ms(period_end) // 1000,
+                "",
+                "",
+                json.dumps({"plan_id": plan}),
+            ]
+            for sid, cid, plan, created in zip(
+                subscription_ids,
+                population.ids,
+                population.plans,
+                subscription_created.tolist(),
+                strict=True,
+            )
+        ],
+        "subscription_items": item_rows,
     }
-    for name, (header, rows) in tables.items():
+    for name, rows in tables.items():
         with (stripe_dir / f"{name}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
+            writer.writerow(STRIPE_COLUMNS[name])
             writer.writerows(rows)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _random_ids(rng: np.random.Generator, prefix: str, count: int) -> list[str]:
+    letters = rng.choice(ALPHANUMERIC, size=(count, ID_LENGTH))
+    return [prefix + "".join(row) for row in letters.tolist()]
+
+
+def _epoch_ms(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp()) * 1000
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
