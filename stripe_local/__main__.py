@@ -1,22 +1,30 @@
-"""``python -m stripe_local --port 12111 --db data/stripe_local.sqlite3``"""
+"""``python -m stripe_local --port 12111 --db PATH [--now ISO] [--seed-customers CSV]``"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import time
 from pathlib import Path
 
-from stripe_local.server import LocalStripeServer
+from stripe_local.server import LocalStripeServer, parse_instant
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve on 127.0.0.1 until interrupted (Ctrl-C or SIGTERM)."""
     parser = argparse.ArgumentParser(description="A strict Stripe-compatible server on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=12111)
     parser.add_argument("--db", type=Path, default=Path("data/stripe_local.sqlite3"))
-    parser.add_argument("--now", help="fixed clock, e.g. 2026-10-05T00:00:00Z")
+    parser.add_argument("--now", help="fixed clock, e.g. 2026-10-05T00:00:00Z (default: real time)")
     parser.add_argument("--seed-customers", type=Path, help="a Stripe customers export CSV")
-    args = parser.parse_args()
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    args = parser.parse_args(argv)
+    if args.now:
+        try:
+            parse_instant(args.now)
+        except ValueError as error:
+            parser.error(f"--now: {error}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with LocalStripeServer(
         port=args.port, db_path=args.db, now=args.now, seed_customers_csv=args.seed_customers
     ) as server:

@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -26,8 +26,19 @@ def make_clock(now: str | None) -> Clock:
     """A fixed clock (like Stripe's test clocks) when ``now`` is given, else the real time."""
     if now is None:
         return lambda: int(time.time())
-    fixed = int(datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp())
+    fixed = parse_instant(now)
     return lambda: fixed
+
+
+def parse_instant(text: str) -> int:
+    """Unix seconds of an ISO timestamp such as ``2026-10-05T00:00:00Z`` (naive means UTC)."""
+    try:
+        instant = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO timestamp: {text!r} (e.g. 2026-10-05T00:00:00Z)") from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return int(instant.timestamp())
 
 
 def free_port() -> int:
@@ -37,7 +48,12 @@ def free_port() -> int:
 
 
 class LocalStripeServer:
-    """``with LocalStripeServer(...) as server:`` serves on ``server.url`` until the block ends."""
+    """``with LocalStripeServer(...) as server:`` serves on ``server.url`` until the block ends.
+
+    State lives in ``db_path`` (SQLite; ``":memory:"`` for none); ``now`` fixes the clock;
+    ``seed_customers_csv`` (a Stripe customers export, skipped when absent) is loaded on start.
+    The store is closed when the block ends.
+    """
 
     def __init__(
         self,
@@ -48,11 +64,14 @@ class LocalStripeServer:
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
+        clock = make_clock(now)
+        if str(db_path) != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self.store = LocalStripeStore(db_path)
         if seed_customers_csv is not None and Path(seed_customers_csv).exists():
             self.store.load_customers_csv(Path(seed_customers_csv))
         config = uvicorn.Config(
-            create_app(self.store, make_clock(now)),
+            create_app(self.store, clock),
             host=HOST,
             port=self.port,
             log_level="warning",
@@ -64,9 +83,12 @@ class LocalStripeServer:
     def __enter__(self) -> LocalStripeServer:
         self._thread.start()
         deadline = time.monotonic() + 10
-        while not self._server.started:
+        while not (self._server.started and accepts_connections(self.port)):
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"The local Stripe could not start on {self.url}.")
+                self._stop()
+                raise RuntimeError(
+                    f"The local Stripe could not start on {self.url} (is the port in use?)."
+                )
             time.sleep(0.02)
         return self
 
@@ -76,13 +98,28 @@ class LocalStripeServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.store.close()
+
+
+def accepts_connections(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def is_running(url: str) -> bool:
+    """True when a local Stripe answers ``GET /_local/stats`` at ``url`` within a second."""
     try:
-        with urllib.request.urlopen(f"{url}/_local/stats", timeout=1) as response:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/_local/stats", timeout=1) as response:
             json.loads(response.read())
             return True
     except (urllib.error.URLError, OSError, ValueError):
@@ -93,17 +130,19 @@ def start_detached(
     port: int, db_path: Path, now: str | None = None, seed_customers_csv: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m stripe_local`` in its own session; it outlives the caller."""
+    db_path = Path(db_path)
     command = [sys.executable, "-m", "stripe_local", "--port", str(port), "--db", str(db_path)]
     if now:
+        parse_instant(now)  # fail here, not in the detached process's log
         command += ["--now", now]
     if seed_customers_csv is not None and seed_customers_csv.exists():
         command += ["--seed-customers", str(seed_customers_csv)]
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    log = db_path.with_suffix(".log").open("ab")
-    return subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with db_path.with_suffix(".log").open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )

@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 6
 # Concurrent requests to Stripe (each lane is one customer and meter, sent one at a time).
 MAX_CONCURRENT_REQUESTS = 8
 RECORD_BATCH = 500
+DUPLICATE_IDENTIFIER_CODES = ("duplicate_meter_event", "resource_already_exists")
 RETRYABLE_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,15 @@ def plan_meter_events(
 
 
 def _already_recorded(error: stripe.StripeError) -> bool:
-    """Stripe refuses a second event with an identifier it holds: the first one arrived."""
-    return (
-        isinstance(error, stripe.InvalidRequestError)
-        and error.code == "resource_already_exists"
-        and getattr(error, "param", None) == "identifier"
-    )
+    """Stripe refuses a second event with an identifier it holds: the first one arrived.
+
+    Stripe's v1 answer is a 400 saying "An event already exists with identifier …" (code
+    ``duplicate_meter_event``, sometimes no code at all); all three forms are recognised.
+    """
+    if not isinstance(error, stripe.InvalidRequestError):
+        return False
+    message = str(getattr(error, "user_message", None) or error)
+    return error.code in DUPLICATE_IDENTIFIER_CODES or "already exists with identifier" in message
 
 
 def _send_one(client: stripe.StripeClient, write: PendingWrite, max_attempts: int) -> WriteOutcome:

@@ -124,3 +124,20 @@ def test_same_key_with_other_content_is_refused(conn: psycopg.Connection) -> Non
     )
     with pytest.raises(outbox.OutboxConflictError, match=changed[0].idempotency_key):
         outbox.record_intents(conn, changed)
+
+
+def test_an_identifier_stripe_already_holds_counts_as_sent(
+    server: LocalStripeServer, conn: psycopg.Connection
+) -> None:
+    """After Stripe forgot the idempotency key (24 h), the identifier still stops a double count."""
+    client = client_for(server.url)
+    ensure_meters(client, [("m1", "Meter 1")])
+    record(conn, [MeterSlot("cus_3", "m1", DAY, 9)])
+    (write,) = outbox.pending_writes(conn, METER_EVENT_OPERATION)
+    client.v1.billing.meter_events.create(
+        params=write.request_payload,  # type: ignore[arg-type]
+        options={"idempotency_key": "another-key"},
+    )
+    report = send_pending_meter_events(conn, client)
+    assert (report.sent, report.dead) == (1, 0)
+    assert len(server.store.meter_events()) == 1
