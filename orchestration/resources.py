@@ -34,11 +34,13 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. One writing process at a time: callers open, use and close."""
 
     path: str
+    # DuckDB takes 80 % of RAM by default; capped, it spills large joins and sorts to disk.
+    memory_limit: str = "1GB"
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(self.path)
+        conn = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
         try:
             yield conn
         finally:
@@ -117,7 +119,9 @@ def _secret(name: str, default: str | None) -> dg.EnvVar | str | None:
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or get_settings()
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(
+            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+        ),
         "ledger": LedgerResource(
             url=_secret("METERBOOK_LEDGER_URL", None), data_dir=str(settings.ledger_data_dir)
         ),

@@ -30,6 +30,7 @@ class Settings:
     stripe_api_key: str
     stripe_local_now: str | None
     partitions_start_date: str
+    duckdb_memory_limit: str
 
     @property
     def raw_usage_dir(self) -> Path:
@@ -71,4 +72,5 @@ def get_settings() -> Settings:
         stripe_api_key=os.environ.get("STRIPE_API_KEY", LOCAL_STRIPE_API_KEY),
         stripe_local_now=os.environ.get("METERBOOK_STRIPE_LOCAL_NOW") or None,
         partitions_start_date=os.environ.get("METERBOOK_PARTITIONS_START", "2025-01-01"),
+        duckdb_memory_limit=os.environ.get("METERBOOK_DUCKDB_MEMORY_LIMIT", "1GB"),
     )
