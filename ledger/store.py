@@ -81,6 +81,8 @@ class Ledger:
         for transaction in batch:
             if not isinstance(transaction, Transaction):
                 raise TypeError(f"post_many takes Transaction values, not {transaction!r}")
+        if not batch:
+            return PostResult(created=0, existing=0)
         batch.sort(key=lambda transaction: transaction.key)
         account_currency: dict[str, str] = {}
         for transaction in batch:
@@ -95,17 +97,18 @@ class Ledger:
                     "on conflict (name) do nothing",
                     sorted(account_currency.items()),
                 )
-            for transaction in batch:
-                content_hash = transaction.content_hash()
-                row = cursor.execute(
-                    """
-                    insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
-                        effective_at, content_hash, metadata)
-                    values (%s, %s, %s, %s, %s, %s, %s)
-                    on conflict (transaction_key) do nothing
-                    returning id
-                    """,
-                    [
+            hashes = [transaction.content_hash() for transaction in batch]
+            # One pipelined round trip for the whole batch; a key already posted returns no id.
+            cursor.executemany(
+                """
+                insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
+                    effective_at, content_hash, metadata)
+                values (%s, %s, %s, %s, %s, %s, %s)
+                on conflict (transaction_key) do nothing
+                returning id
+                """,
+                [
+                    (
                         transaction.key,
                         transaction.kind,
                         transaction.cause_type,
@@ -113,14 +116,34 @@ class Ledger:
                         transaction.effective_at,
                         content_hash,
                         json.dumps(dict(transaction.metadata), sort_keys=True),
-                    ],
-                ).fetchone()
-                if row is None:
-                    stored = cursor.execute(
-                        "select content_hash from ledger.transactions where transaction_key = %s",
-                        [transaction.key],
-                    ).fetchone()
-                    if stored is None or stored[0] != content_hash:
+                    )
+                    for transaction, content_hash in zip(batch, hashes, strict=True)
+                ],
+                returning=True,
+            )
+            new_ids: list[int | None] = []
+            while True:
+                row = cursor.fetchone()
+                new_ids.append(row[0] if row else None)
+                if not cursor.nextset():
+                    break
+            already_posted = [
+                t.key for t, new_id in zip(batch, new_ids, strict=True) if new_id is None
+            ]
+            stored_hashes = (
+                dict(
+                    cursor.execute(
+                        "select transaction_key, content_hash from ledger.transactions "
+                        "where transaction_key = any(%s)",
+                        [already_posted],
+                    ).fetchall()
+                )
+                if already_posted
+                else {}
+            )
+            for transaction, content_hash, new_id in zip(batch, hashes, new_ids, strict=True):
+                if new_id is None:
+                    if stored_hashes.get(transaction.key) != content_hash:
                         raise LedgerConflictError(
                             f"Ledger key {transaction.key} exists with different content; "
                             "a posted transaction is never changed. Post a correction under a "
@@ -129,7 +152,7 @@ class Ledger:
                     existing += 1
                     continue
                 entry_rows.extend(
-                    (row[0], entry.account, entry.amount_minor, entry.currency)
+                    (new_id, entry.account, entry.amount_minor, entry.currency)
                     for entry in transaction.entries
                 )
                 created += 1
