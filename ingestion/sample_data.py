@@ -87,6 +87,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ingestion.stripe_exports import STRIPE_EXPORT_TABLES
+
 SECOND_MS = 1_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -636,37 +638,8 @@ def _summary(
 
 # --- Stripe exports ---------------------------------------------------------------------------
 
-STRIPE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customers": ("id", "email", "name", "currency", "created", "metadata"),
-    "products": ("id", "name", "active", "created", "metadata"),
-    "prices": (
-        "id",
-        "product",
-        "currency",
-        "unit_amount",
-        "unit_amount_decimal",
-        "billing_scheme",
-        "recurring_interval",
-        "recurring_usage_type",
-        "lookup_key",
-        "active",
-        "created",
-    ),
-    "subscriptions": (
-        "id",
-        "customer",
-        "status",
-        "currency",
-        "created",
-        "start_date",
-        "current_period_start",
-        "current_period_end",
-        "canceled_at",
-        "ended_at",
-        "metadata",
-    ),
-    "subscription_items": ("id", "subscription", "price", "quantity", "created"),
-}
+# The export layout is the loader's: one definition of Stripe's columns.
+STRIPE_COLUMNS: dict[str, tuple[str, ...]] = STRIPE_EXPORT_TABLES
 NAME_FIRST = (
     "Acme",
     "Blue",
