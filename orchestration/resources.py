@@ -93,7 +93,7 @@ class StripeResource(dg.ConfigurableResource):
         if is_running(self.api_base):
             return
         port = int(self.api_base.rsplit(":", 1)[1].split("/")[0])
-        start_detached(
+        process = start_detached(
             port=port,
             db_path=Path(self.local_db),
             now=self.local_now,
@@ -101,6 +101,8 @@ class StripeResource(dg.ConfigurableResource):
                 Path(self.local_seed_customers_csv) if self.local_seed_customers_csv else None
             ),
         )
+        # The server outlives this run; its pid file is how a person stops it.
+        Path(self.local_db).with_suffix(".pid").write_text(f"{process.pid}\n")
         deadline = time.monotonic() + 20
         while not is_running(self.api_base):
             if time.monotonic() > deadline:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
             parse_instant(args.now)
         except ValueError as error:
             parser.error(f"--now: {error}")
+    if args.seed_customers is not None and not args.seed_customers.is_file():
+        parser.error(f"--seed-customers: no such file: {args.seed_customers}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with LocalStripeServer(
         port=args.port, db_path=args.db, now=args.now, seed_customers_csv=args.seed_customers

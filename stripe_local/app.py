@@ -1,18 +1,18 @@
 """A strict Stripe-compatible HTTP API for what Meterbook uses: customers, Billing Meters and
-meter events, with Stripe's idempotency rules, parameter checks and error shapes."""
+meter events, with Stripe's idempotency rules, parameter checks and error shapes, so code that
+passes against it works unchanged against Stripe."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
-import stripe
-import stripe.params as customer_params
+import stripe.params as core_params
 import stripe.params.billing as billing_params
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from stripe_local.errors import StripeError, new_id, not_found, request_id_header
+from stripe_local.params import (
+    check_parameters,
+    hash_param,
+    integer_param,
+    metadata_param,
+    parse_form,
+    string_param,
+)
 from stripe_local.store import LocalStripeStore
 
 Clock = Callable[[], int]
@@ -31,204 +40,112 @@ IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 IDENTIFIER_MAX_LENGTH = 100
 EVENT_NAME_MAX_LENGTH = 100
-IGNORED_PARAMETERS = frozenset({"expand"})
-# Keys of the client's request options (api_key, idempotency_key, headers, ...): never API params.
-REQUEST_OPTION_KEYS = frozenset(stripe.RequestOptions.__annotations__)
-FORMULAS = ("sum", "count", "last")
+DISPLAY_NAME_MAX_LENGTH = 250
 GROUPING_WINDOWS = {"hour": 3600, "day": 86400}
 WHOLE_NUMBER = re.compile(r"[0-9]+")
-INTEGER = re.compile(r"-?[0-9]+")
 
 
-class StripeError(Exception):
-    """An error answered in Stripe's shape: ``{"error": {type, code, message, param}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        error_type: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.type = error_type
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body Stripe would send."""
-        return {
-            "error": {
-                "type": self.type,
-                "code": self.code,
-                "message": self.message,
-                "param": self.param,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        """The HTTP response Stripe would send."""
-        return JSONResponse(self.body(), status_code=self.status, headers=request_id_header())
+def redact(key: str) -> str:
+    """An API key as Stripe echoes it in errors: its prefix and last four characters."""
+    head, tail = key[:8], key[-4:] if len(key) > 12 else ""
+    return f"{head}{'*' * max(len(key) - len(head) - len(tail), 0)}{tail}"
 
 
-def request_id_header() -> dict[str, str]:
-    """Stripe names every response with a ``Request-Id``."""
-    return {"Request-Id": new_id("req")}
-
-
-def parse_form(body: bytes) -> dict[str, Any]:
-    """Stripe's form encoding: ``a[b][c]=v`` becomes ``{"a": {"b": {"c": "v"}}}``."""
-    result: dict[str, Any] = {}
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise StripeError(400, "The request body is not valid UTF-8.") from None
-    for raw_key, value in parse_qsl(text, keep_blank_values=True):
-        head, _, rest = raw_key.partition("[")
-        parts = [head]
-        if rest:
-            if not rest.endswith("]"):
-                raise StripeError(400, f"Invalid parameter name: {raw_key}", param=raw_key)
-            parts += rest[:-1].split("][")
-        if any(not part for part in parts):
-            raise StripeError(400, f"Invalid parameter name: {raw_key}", param=raw_key)
-        target = result
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise StripeError(400, f"Invalid parameter nesting in {raw_key}.", param=raw_key)
-        if isinstance(target.get(parts[-1]), dict):
-            raise StripeError(400, f"Invalid parameter nesting in {raw_key}.", param=raw_key)
-        target[parts[-1]] = value
-    return result
-
-
-def allowed_parameters(params_type: type) -> set[str]:
-    """Top-level API parameters of a ``stripe.params`` TypedDict (inherited ones included)."""
-    keys = set(getattr(params_type, "__required_keys__", set()))
-    keys |= set(getattr(params_type, "__optional_keys__", set()))
-    keys |= set(getattr(params_type, "__annotations__", {}))
-    return keys - REQUEST_OPTION_KEYS
-
-
-def required_parameters(params_type: type) -> set[str]:
-    """Parameters Stripe requires (the TypedDict's required keys)."""
-    return set(getattr(params_type, "__required_keys__", set())) - REQUEST_OPTION_KEYS
-
-
-def check_parameters(params: dict[str, Any], params_type: type) -> None:
-    """Reject unknown top-level parameters and missing required ones, as Stripe does."""
-    allowed = allowed_parameters(params_type)
-    for name in sorted(params):
-        if name not in allowed and name not in IGNORED_PARAMETERS:
-            raise StripeError(
-                400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name
-            )
-    for name in sorted(required_parameters(params_type)):
-        if name not in params or params[name] in ("", None):
-            raise StripeError(
-                400, f"Missing required param: {name}.", code="parameter_missing", param=name
-            )
-
-
-def integer_param(params: dict[str, Any], name: str, default: int | None = None) -> int:
-    """An integer parameter, or Stripe's ``parameter_invalid_integer`` error."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise StripeError(
-                400, f"Missing required param: {name}.", code="parameter_missing", param=name
-            )
-        return default
-    if not isinstance(raw, str) or not INTEGER.fullmatch(raw):
+def api_key_of(request: Request) -> str:
+    """The secret test key of a request (Bearer, or Basic with the key as user name)."""
+    header = request.headers.get("authorization", "")
+    if not header:
         raise StripeError(
-            400,
-            f"Invalid integer: {raw if isinstance(raw, str) else 'a hash'}",
-            code="parameter_invalid_integer",
-            param=name,
+            401,
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY').",
+            headers={"WWW-Authenticate": 'Basic realm="Stripe"'},
         )
-    return int(raw)
-
-
-def string_param(params: dict[str, Any], name: str) -> str | None:
-    """A string parameter (None when absent), rejecting hashes."""
-    raw = params.get(name)
-    if raw is not None and not isinstance(raw, str):
+    scheme, _, credentials = header.partition(" ")
+    key = credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            key = base64.b64decode(key, validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            key = ""
+    elif scheme.lower() != "bearer":
+        key = ""
+    if not key.startswith("sk_test_") or len(key) <= len("sk_test_"):
         raise StripeError(
-            400,
-            f"Invalid string: {name} must be a string, not a hash.",
-            code="parameter_invalid_string",
-            param=name,
+            401,
+            f"Invalid API Key provided: {redact(key)} (the local Stripe accepts secret test "
+            "keys, sk_test_..., only).",
+            headers={"WWW-Authenticate": 'Basic realm="Stripe"'},
         )
-    return raw
+    return key
 
 
-def hash_param(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """A hash parameter (``{}`` when absent), rejecting plain strings."""
-    raw = params.get(name, {})
-    if raw == "":
-        return {}
-    if not isinstance(raw, dict):
-        raise StripeError(400, f"Invalid object: {name} must be a hash.", param=name)
-    return raw
-
-
-def new_id(prefix: str) -> str:
-    """A Stripe-like object id: ``prefix_`` and 24 random hex digits."""
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def found(
-    obj: dict[str, Any] | None, kind: str, object_id: str, param: str = "id"
+def listing(
+    request: Request, objects: list[dict[str, Any]], params: dict[str, Any], kind: str
 ) -> dict[str, Any]:
-    """The object, or Stripe's ``resource_missing`` 404."""
-    if obj is None:
+    """One page of a Stripe list (``limit`` 1..100, ``starting_after`` / ``ending_before``)."""
+    limit = integer_param(params, "limit", default=10)
+    if not 1 <= limit <= 100:
         raise StripeError(
-            404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
+            400,
+            f"Invalid limit: {limit}. Limit must be between 1 and 100.",
+            code="parameter_invalid_integer",
+            param="limit",
         )
-    return obj
+    starting_after = string_param(params, "starting_after")
+    ending_before = string_param(params, "ending_before")
+    if starting_after and ending_before:
+        raise StripeError(
+            400,
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            code="parameters_exclusive",
+        )
+    ids = [o["id"] for o in objects]
+    for cursor, name in ((starting_after, "starting_after"), (ending_before, "ending_before")):
+        if cursor and cursor not in ids:
+            raise StripeError(
+                400, f"No such {kind}: '{cursor}'", code="resource_missing", param=name
+            )
+    if starting_after:
+        rest = objects[ids.index(starting_after) + 1 :]
+        page, has_more = rest[:limit], len(rest) > limit
+    elif ending_before:
+        before = objects[: ids.index(ending_before)]
+        page, has_more = before[-limit:], len(before) > limit
+    else:
+        page, has_more = objects[:limit], len(objects) > limit
+    return {"object": "list", "url": request.url.path, "data": page, "has_more": has_more}
 
 
 def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
     """The ASGI app: Stripe's routes over ``store``, with ``clock()`` as the server's time."""
 
-    def authenticated(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        if not header:
-            raise StripeError(
-                401,
-                "You did not provide an API key. Provide it in the Authorization header "
-                "(Authorization: Bearer sk_test_...).",
-            )
-        key = header.removeprefix("Bearer ").strip()
-        if not header.startswith("Bearer ") or not key.startswith("sk_test_") or len(key) < 9:
-            raise StripeError(
-                401,
-                "Invalid API Key provided. The local Stripe accepts test secret keys "
-                "(sk_test_...) only.",
-                code="api_key_invalid",
-            )
-        return key
-
-    def handler(action: Action, *, idempotent: bool) -> Callable[[Request], Awaitable[Response]]:
+    def handler(
+        action: Action, route_name: str, *, idempotent: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             store.bump("requests")
+            store.bump(f"requests:{route_name}")
+            version = request.headers.get("stripe-version")
             try:
-                api_key = authenticated(request)
+                api_key = api_key_of(request)
                 if request.method == "GET":
                     params = parse_form(request.url.query.encode())
                 else:
                     params = parse_form(await request.body())
                 key = request.headers.get("idempotency-key") if idempotent else None
                 if key is None:
-                    return JSONResponse(await action(request, params), headers=request_id_header())
-                return await idempotently(request, api_key, key, params, action)
+                    response: Response = JSONResponse(
+                        await action(request, params), headers=request_id_header()
+                    )
+                else:
+                    response = await idempotently(request, api_key, key, params, action)
             except StripeError as error:
-                return error.response()
+                response = error.response()
+            if version:  # any version is accepted; Stripe names the one it answered with
+                response.headers["Stripe-Version"] = version
+            return response
 
         return endpoint
 
@@ -236,11 +153,13 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         request: Request, api_key: str, key: str, params: dict[str, Any], action: Action
     ) -> Response:
         """Stripe's rules: a key replays its first successful response for 24 hours, for the
-        same parameters only. Requests that fail validation save nothing (they may be retried)."""
+        same endpoint and parameters only. Requests that fail validation save nothing (the
+        same key may be retried once the problem is fixed)."""
         if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
             raise StripeError(
                 400,
-                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.",
+                f"Invalid Idempotency-Key: it must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+                "characters long.",
                 param="Idempotency-Key",
             )
         fingerprint = hashlib.sha256(
@@ -280,88 +199,83 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             headers={"Idempotency-Key": key, **request_id_header()},
         )
 
-    def listing(
-        request: Request, objects: list[dict[str, Any]], params: dict[str, Any]
-    ) -> dict[str, Any]:
-        """One page of a Stripe list (``limit`` 1..100, ``starting_after`` / ``ending_before``)."""
-        limit = integer_param(params, "limit", default=10)
-        if not 1 <= limit <= 100:
-            raise StripeError(
-                400,
-                f"Invalid limit: {limit}. Limit must be between 1 and 100.",
-                code="parameter_invalid_integer",
-                param="limit",
-            )
-        starting_after = string_param(params, "starting_after")
-        ending_before = string_param(params, "ending_before")
-        if starting_after and ending_before:
-            raise StripeError(
-                400, "You may only specify one of these parameters: starting_after, ending_before."
-            )
-        ids = [o["id"] for o in objects]
-        for cursor, name in ((starting_after, "starting_after"), (ending_before, "ending_before")):
-            if cursor and cursor not in ids:
-                raise StripeError(
-                    400, f"No such object: '{cursor}'", code="resource_missing", param=name
-                )
-        if starting_after:
-            rest = objects[ids.index(starting_after) + 1 :]
-            page, has_more = rest[:limit], len(rest) > limit
-        elif ending_before:
-            before = objects[: ids.index(ending_before)]
-            page, has_more = before[-limit:], len(before) > limit
-        else:
-            page, has_more = objects[:limit], len(objects) > limit
-        return {"object": "list", "url": request.url.path, "data": page, "has_more": has_more}
-
     # Customers ------------------------------------------------------------------------------
 
     async def create_customer(request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        check_parameters(params, customer_params.CustomerCreateParams)
-        metadata = hash_param(params, "metadata")
+        check_parameters(params, core_params.CustomerCreateParams)
         customer = {
             "id": new_id("cus"),
             "object": "customer",
             "livemode": False,
             "created": clock(),
-            "email": string_param(params, "email"),
-            "name": string_param(params, "name"),
-            "description": string_param(params, "description"),
+            "address": None,
+            "balance": 0,
             "currency": None,
-            "metadata": metadata,
+            "delinquent": False,
+            "description": string_param(params, "description"),
+            "email": string_param(params, "email"),
+            "metadata": metadata_param(params),
+            "name": string_param(params, "name"),
+            "phone": string_param(params, "phone"),
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
         }
         store.put(customer)
         return customer
 
     async def list_customers(request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        check_parameters(params, customer_params.CustomerListParams)
+        check_parameters(params, core_params.CustomerListParams)
         customers = store.list("customer")
         email = string_param(params, "email")
         if email:
             customers = [c for c in customers if c.get("email") == email]
-        return listing(request, customers, params)
+        return listing(request, customers, params, "customer")
 
     async def get_customer(request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        check_parameters(params, customer_params.CustomerRetrieveParams)
+        check_parameters(params, core_params.CustomerRetrieveParams)
         customer_id = request.path_params["id"]
-        return found(store.get("customer", customer_id), "customer", customer_id)
+        customer = store.get("customer", customer_id)
+        if customer is None:
+            raise not_found("customer", customer_id)
+        return customer
 
     # Meters ---------------------------------------------------------------------------------
 
+    def active_meter(event_name: str) -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in store.list("billing.meter")
+                if m["event_name"] == event_name and m["status"] == "active"
+            ),
+            None,
+        )
+
+    def meter_in_path(request: Request) -> dict[str, Any]:
+        meter_id = request.path_params["id"]
+        meter = store.get("billing.meter", meter_id)
+        if meter is None:
+            raise not_found("billing.meter", meter_id)
+        return meter
+
+    def name_taken(event_name: str) -> StripeError:
+        return StripeError(
+            400,
+            f"An active meter with event_name '{event_name}' already exists.",
+            code="resource_already_exists",
+            param="event_name",
+        )
+
     async def create_meter(request: Request, params: dict[str, Any]) -> dict[str, Any]:
         check_parameters(params, billing_params.MeterCreateParams)
-        formula = hash_param(params, "default_aggregation").get("formula")
-        if formula not in FORMULAS:
+        display_name = string_param(params, "display_name") or ""
+        if len(display_name) > DISPLAY_NAME_MAX_LENGTH:
             raise StripeError(
                 400,
-                f"Invalid default_aggregation[formula]: must be one of {', '.join(FORMULAS)}.",
-                code="parameter_invalid_string",
-                param="default_aggregation[formula]",
-            )
-        display_name = string_param(params, "display_name") or ""
-        if len(display_name) > 250:
-            raise StripeError(
-                400, "display_name must be at most 250 characters.", param="display_name"
+                f"display_name must be at most {DISPLAY_NAME_MAX_LENGTH} characters.",
+                param="display_name",
             )
         event_name = string_param(params, "event_name") or ""
         if len(event_name) > EVENT_NAME_MAX_LENGTH:
@@ -371,36 +285,10 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 param="event_name",
             )
         mapping = hash_param(params, "customer_mapping")
-        if mapping and (mapping.get("type") != "by_id" or not mapping.get("event_payload_key")):
-            raise StripeError(
-                400,
-                "customer_mapping needs type=by_id and an event_payload_key.",
-                param="customer_mapping",
-            )
         value_settings = hash_param(params, "value_settings")
-        if value_settings and not value_settings.get("event_payload_key"):
-            raise StripeError(
-                400,
-                "value_settings needs an event_payload_key.",
-                code="parameter_missing",
-                param="value_settings[event_payload_key]",
-            )
-        window = params.get("event_time_window")
-        if window not in (None, "day", "hour"):
-            raise StripeError(
-                400, "event_time_window must be day or hour.", param="event_time_window"
-            )
         with store.lock:
-            if any(
-                m["event_name"] == event_name and m["status"] == "active"
-                for m in store.list("billing.meter")
-            ):
-                raise StripeError(
-                    400,
-                    f"An active meter with event_name '{event_name}' already exists.",
-                    code="resource_already_exists",
-                    param="event_name",
-                )
+            if active_meter(event_name) is not None:
+                raise name_taken(event_name)
             now = clock()
             meter = {
                 "id": new_id("mtr"),
@@ -411,7 +299,9 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 "display_name": display_name,
                 "event_name": event_name,
                 "status": "active",
-                "default_aggregation": {"formula": formula},
+                "default_aggregation": {
+                    "formula": hash_param(params, "default_aggregation")["formula"]
+                },
                 "customer_mapping": {
                     "event_payload_key": mapping.get("event_payload_key", "stripe_customer_id"),
                     "type": "by_id",
@@ -419,7 +309,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 "value_settings": {
                     "event_payload_key": value_settings.get("event_payload_key", "value")
                 },
-                "event_time_window": window,
+                "event_time_window": string_param(params, "event_time_window"),
                 "status_transitions": {"deactivated_at": None},
             }
             store.put(meter)
@@ -430,15 +320,35 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         meters = store.list("billing.meter")
         status = string_param(params, "status")
         if status:
-            if status not in ("active", "inactive"):
-                raise StripeError(400, "status must be active or inactive.", param="status")
             meters = [m for m in meters if m["status"] == status]
-        return listing(request, meters, params)
+        return listing(request, meters, params, "billing.meter")
 
     async def get_meter(request: Request, params: dict[str, Any]) -> dict[str, Any]:
         check_parameters(params, billing_params.MeterRetrieveParams)
-        meter_id = request.path_params["id"]
-        return found(store.get("billing.meter", meter_id), "billing.meter", meter_id)
+        return meter_in_path(request)
+
+    async def deactivate_meter(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, billing_params.MeterDeactivateParams)
+        with store.lock:
+            meter = meter_in_path(request)
+            if meter["status"] == "active":
+                now = clock()
+                meter |= {"status": "inactive", "updated": now}
+                meter["status_transitions"] = {"deactivated_at": now}
+                store.put(meter)
+        return meter
+
+    async def reactivate_meter(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, billing_params.MeterReactivateParams)
+        with store.lock:
+            meter = meter_in_path(request)
+            if meter["status"] != "active":
+                if active_meter(meter["event_name"]) is not None:
+                    raise name_taken(meter["event_name"])
+                meter |= {"status": "active", "updated": clock()}
+                meter["status_transitions"] = {"deactivated_at": None}
+                store.put(meter)
+        return meter
 
     # Meter events ---------------------------------------------------------------------------
 
@@ -446,16 +356,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         check_parameters(params, billing_params.MeterEventCreateParams)
         event_name = string_param(params, "event_name") or ""
         payload = hash_param(params, "payload")
-        if any(not isinstance(v, str) for v in payload.values()):
-            raise StripeError(400, "payload values must be strings.", param="payload")
-        meter = next(
-            (
-                m
-                for m in store.list("billing.meter")
-                if m["event_name"] == event_name and m["status"] == "active"
-            ),
-            None,
-        )
+        meter = active_meter(event_name)
         if meter is None:
             raise StripeError(
                 400,
@@ -518,7 +419,6 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             raise StripeError(
                 400,
                 f"identifier must be at most {IDENTIFIER_MAX_LENGTH} characters.",
-                code="parameter_invalid_string",
                 param="identifier",
             )
         event = {
@@ -531,20 +431,21 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             "timestamp": timestamp,
         }
         if not store.add_meter_event(event, customer_id, int(raw_value)):
+            # Stripe's answer, as observed against it: a 400 invalid_request_error with this
+            # message, no code and no param, and Stripe-Should-Retry: false.
             raise StripeError(
                 400,
                 f"An event already exists with identifier {identifier}.",
-                code="duplicate_meter_event",
-                param="identifier",
+                should_retry=False,
             )
         return event
 
     async def event_summaries(request: Request, params: dict[str, Any]) -> dict[str, Any]:
         check_parameters(params, billing_params.MeterListEventSummariesParams)
-        meter_id = request.path_params["id"]
-        meter = found(store.get("billing.meter", meter_id), "billing.meter", meter_id)
+        meter = meter_in_path(request)
         customer = string_param(params, "customer") or ""
-        found(store.get("customer", customer), "customer", customer, "customer")
+        if store.get("customer", customer) is None:
+            raise not_found("customer", customer, "customer")
         start, end = integer_param(params, "start_time"), integer_param(params, "end_time")
         for value, name in ((start, "start_time"), (end, "end_time")):
             if value % 60:
@@ -556,10 +457,6 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         window = string_param(params, "value_grouping_window")
         step = end - start
         if window is not None:
-            if window not in GROUPING_WINDOWS:
-                raise StripeError(
-                    400, "value_grouping_window must be day or hour.", param="value_grouping_window"
-                )
             step = GROUPING_WINDOWS[window]
             if start % step or end % step:
                 raise StripeError(
@@ -570,7 +467,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         formula = meter["default_aggregation"]["formula"]
         summaries = [
             {
-                "id": f"mtrusg_{meter_id.removeprefix('mtr_')}_{customer}_{window_start}",
+                "id": f"mtrusg_{meter['id'].removeprefix('mtr_')}_{customer}_{window_start}",
                 "object": "billing.meter_event_summary",
                 "aggregated_value": store.meter_event_aggregate(
                     meter["event_name"], customer, window_start, window_start + step, formula
@@ -578,14 +475,14 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 "start_time": window_start,
                 "end_time": window_start + step,
                 "livemode": False,
-                "meter": meter_id,
+                "meter": meter["id"],
             }
             for window_start in range(start, end, step)
         ]
-        summaries.reverse()  # newest window first, as Stripe lists
-        return listing(request, summaries, params)
+        summaries.reverse()  # newest window first, as Stripe lists them
+        return listing(request, summaries, params, "billing.meter_event_summary")
 
-    # Test-only ------------------------------------------------------------------------------
+    # Test-only (not Stripe's) ---------------------------------------------------------------
 
     async def local_meter_events(request: Request) -> Response:
         return JSONResponse(store.meter_events())
@@ -598,6 +495,10 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 "meter_events": store.meter_event_count(),
                 "idempotent_replays": store.counter("idempotent_replays"),
                 "requests": store.counter("requests"),
+                "requests_by_path": {
+                    name.removeprefix("requests:"): count
+                    for name, count in store.counters("requests:").items()
+                },
             }
         )
 
@@ -606,7 +507,8 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
         if status == 404:
             message = f"Unrecognized request URL ({request.method}: {request.url.path})."
         elif status == 405:
-            message = f"Unsupported method {request.method} for {request.url.path}."
+            message = f"Unrecognized request URL ({request.method}: {request.url.path})."
+            status = 404
         else:
             message = "The local Stripe failed to handle the request."
         error_type = "api_error" if status >= 500 else "invalid_request_error"
@@ -615,9 +517,13 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
     def route(path: str, get: Action | None = None, post: Action | None = None) -> list[Route]:
         routes = []
         if get is not None:
-            routes.append(Route(path, handler(get, idempotent=False), methods=["GET"]))
+            routes.append(
+                Route(path, handler(get, f"GET {path}", idempotent=False), methods=["GET"])
+            )
         if post is not None:
-            routes.append(Route(path, handler(post, idempotent=True), methods=["POST"]))
+            routes.append(
+                Route(path, handler(post, f"POST {path}", idempotent=True), methods=["POST"])
+            )
         return routes
 
     return Starlette(
@@ -626,10 +532,12 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             *route("/v1/customers/{id}", get=get_customer),
             *route("/v1/billing/meters", get=list_meters, post=create_meter),
             *route("/v1/billing/meters/{id}", get=get_meter),
+            *route("/v1/billing/meters/{id}/deactivate", post=deactivate_meter),
+            *route("/v1/billing/meters/{id}/reactivate", post=reactivate_meter),
             *route("/v1/billing/meters/{id}/event_summaries", get=event_summaries),
             *route("/v1/billing/meter_events", post=create_meter_event),
             Route("/_local/meter_events", local_meter_events, methods=["GET"]),
             Route("/_local/stats", local_stats, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: http_error},
     )

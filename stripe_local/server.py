@@ -22,11 +22,14 @@ from stripe_local.store import LocalStripeStore
 HOST = "127.0.0.1"
 
 
-def make_clock(now: str | None) -> Clock:
-    """A fixed clock (like Stripe's test clocks) when ``now`` is given, else the real time."""
+def make_clock(now: str | int | None) -> Clock:
+    """A fixed clock (like Stripe's test clocks) when ``now`` is given, else the real time.
+
+    ``now`` is an ISO timestamp (``2026-10-05T00:00:00Z``) or Unix seconds.
+    """
     if now is None:
         return lambda: int(time.time())
-    fixed = parse_instant(now)
+    fixed = now if isinstance(now, int) else parse_instant(now)
     return lambda: fixed
 
 
@@ -42,6 +45,7 @@ def parse_instant(text: str) -> int:
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -50,26 +54,34 @@ def free_port() -> int:
 class LocalStripeServer:
     """``with LocalStripeServer(...) as server:`` serves on ``server.url`` until the block ends.
 
-    State lives in ``db_path`` (SQLite; ``":memory:"`` for none); ``now`` fixes the clock;
-    ``seed_customers_csv`` (a Stripe customers export, skipped when absent) is loaded on start.
-    The store is closed when the block ends.
+    State lives in ``db_path`` (SQLite; ``":memory:"`` for none); ``now`` fixes the clock
+    (ISO text or Unix seconds), or ``clock`` (a callable returning Unix seconds) drives it, e.g.
+    to step past Stripe's 24-hour windows in a test; ``seed_customers_csv`` (a Stripe customers
+    export, skipped when absent) is loaded on start. The store is closed when the block ends.
     """
 
     def __init__(
         self,
         port: int = 0,
         db_path: Path | str = ":memory:",
-        now: str | None = None,
-        seed_customers_csv: Path | None = None,
+        now: str | int | None = None,
+        seed_customers_csv: Path | str | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        if now is not None and clock is not None:
+            raise ValueError("give either now or clock, not both")
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
-        clock = make_clock(now)
+        clock = clock or make_clock(now)
         if str(db_path) != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self.store = LocalStripeStore(db_path)
         if seed_customers_csv is not None and Path(seed_customers_csv).exists():
-            self.store.load_customers_csv(Path(seed_customers_csv))
+            try:
+                self.store.load_customers_csv(Path(seed_customers_csv))
+            except BaseException:
+                self.store.close()
+                raise
         config = uvicorn.Config(
             create_app(self.store, clock),
             host=HOST,
@@ -127,15 +139,22 @@ def is_running(url: str) -> bool:
 
 
 def start_detached(
-    port: int, db_path: Path, now: str | None = None, seed_customers_csv: Path | None = None
+    port: int,
+    db_path: Path | str,
+    now: str | None = None,
+    seed_customers_csv: Path | str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m stripe_local`` in its own session; it outlives the caller."""
+    """Start ``python -m stripe_local`` in its own session; it outlives the caller.
+
+    Its output goes to ``db_path`` with the suffix ``.log``. Poll ``is_running(url)`` to know
+    when it serves; stop it with ``process.terminate()`` (SIGTERM).
+    """
     db_path = Path(db_path)
     command = [sys.executable, "-m", "stripe_local", "--port", str(port), "--db", str(db_path)]
     if now:
         parse_instant(now)  # fail here, not in the detached process's log
         command += ["--now", now]
-    if seed_customers_csv is not None and seed_customers_csv.exists():
+    if seed_customers_csv is not None and Path(seed_customers_csv).exists():
         command += ["--seed-customers", str(seed_customers_csv)]
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with db_path.with_suffix(".log").open("ab") as log:

@@ -199,6 +199,15 @@ class LocalStripeStore:
             row = self._conn.execute("select value from counters where name = ?", [name]).fetchone()
         return int(row[0]) if row else 0
 
+    def counters(self, prefix: str) -> dict[str, int]:
+        """Every counter whose name starts with ``prefix``, by name."""
+        with self._lock:
+            rows = self._conn.execute(
+                "select name, value from counters where substr(name, 1, ?) = ? order by name",
+                [len(prefix), prefix],
+            ).fetchall()
+        return {name: int(value) for name, value in rows}
+
     # Seeding --------------------------------------------------------------------------------
 
     def load_customers_csv(self, path: Path | str) -> int:
@@ -236,6 +245,10 @@ class LocalStripeStore:
             created = int(row.get("created") or 0)
         except ValueError as error:
             raise ValueError(f"{path}:{line}: {error}") from None
+        if not isinstance(metadata, dict) or not all(
+            isinstance(value, str) for value in metadata.values()
+        ):
+            raise ValueError(f"{path}:{line}: metadata must be a JSON object of strings")
         self.put(
             {
                 "id": customer_id,
@@ -245,6 +258,6 @@ class LocalStripeStore:
                 "email": row.get("email") or None,
                 "name": row.get("name") or None,
                 "currency": row.get("currency") or None,
-                "metadata": metadata if isinstance(metadata, dict) else {},
+                "metadata": metadata,
             }
         )

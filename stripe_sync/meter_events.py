@@ -116,8 +116,9 @@ def plan_meter_events(
 def _already_recorded(error: stripe.StripeError) -> bool:
     """Stripe refuses a second event with an identifier it holds: the first one arrived.
 
-    Stripe's v1 answer is a 400 saying "An event already exists with identifier …" (code
-    ``duplicate_meter_event``, sometimes no code at all); all three forms are recognised.
+    Stripe's v1 answer is a 400 ``invalid_request_error`` saying "An event already exists with
+    identifier …", with no error code; the message is what identifies it. The codes are accepted
+    too, in case a Stripe-compatible server sets one.
     """
     if not isinstance(error, stripe.InvalidRequestError):
         return False
