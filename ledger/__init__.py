@@ -1,21 +1,28 @@
 """The double-entry ledger: append-only, balanced, idempotent. Pure Python over PostgreSQL."""
 
-from ledger.model import Entry, LedgerValidationError, Transaction
-from ledger.store import (
-    CauseTotal,
-    Ledger,
+from ledger.embedded import embedded_ledger_url
+from ledger.errors import (
+    LedgerBalanceError,
     LedgerConflictError,
-    PostResult,
-    VerifyReport,
+    LedgerError,
+    LedgerValidationError,
 )
+from ledger.migrations import migrate
+from ledger.model import Account, Entry, Transaction
+from ledger.store import CauseTotal, Ledger, PostResult, VerifyReport
 
 __all__ = [
+    "Account",
     "CauseTotal",
     "Entry",
     "Ledger",
+    "LedgerBalanceError",
     "LedgerConflictError",
+    "LedgerError",
     "LedgerValidationError",
     "PostResult",
     "Transaction",
     "VerifyReport",
+    "embedded_ledger_url",
+    "migrate",
 ]

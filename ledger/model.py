@@ -1,6 +1,8 @@
 """Ledger records as immutable values, validated before they reach the database.
 
 Amounts are exact ``Decimal`` in minor units (cents), signed: positive debits, negative credits.
+The scale is fixed up front at 12 decimal places (``NUMERIC(38, 12)``) because records are
+immutable: a value the column would round is refused here, never rounded silently.
 """
 
 from __future__ import annotations
@@ -9,27 +11,98 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
+from typing import Literal
+
+from ledger.errors import LedgerValidationError
 
 MAX_DECIMAL_PLACES = 12
 MAX_INTEGER_DIGITS = 38 - MAX_DECIMAL_PLACES
+MAX_NAME_CHARS = 255  # keys, kinds, causes and account names; the database checks it too
+MAX_ENTRIES_PER_TRANSACTION = 1000
 CURRENCY_PATTERN = re.compile(r"^[a-z]{3}$")
+NORMAL_SIDES = ("debit", "credit")
 # Exact arithmetic for NUMERIC(38, 12): the default context (28 digits) would round sums and
-# normalisation of large amounts. Batch sums of many such amounts still fit in 80 digits.
+# normalisation of large amounts. Sums of up to 10**40 such amounts still fit in 80 digits.
 EXACT = Context(prec=80)
 
+NormalSide = Literal["debit", "credit"]
 
-class LedgerValidationError(ValueError):
-    """A transaction or entry is malformed; nothing was written."""
+__all__ = [
+    "EXACT",
+    "Account",
+    "Entry",
+    "LedgerValidationError",
+    "Transaction",
+    "content_hash_of",
+    "decimal_places",
+    "normalised",
+]
+
+
+def decimal_places(amount: Decimal) -> int:
+    """Significant decimal places, counted exactly (no context, so no rounding): 1.50 has 1."""
+    _, digits, exponent = amount.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0 or not any(digits):
+        return 0
+    places = -exponent
+    index = len(digits) - 1
+    while places > 0 and digits[index] == 0:
+        places -= 1
+        index -= 1
+    return places
 
 
 def normalised(amount: Decimal) -> str:
     """One text per value: 1.50 and 1.5 are the same amount, and hash the same."""
     text = format(amount.normalize(EXACT), "f")
     return "0" if text in ("-0", "0") else text
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_CHARS:
+        raise LedgerValidationError(
+            f"{what} must be a non-empty string of at most {MAX_NAME_CHARS} characters, "
+            f"not {value!r}."
+        )
+
+
+def _check_currency(what: str, currency: object) -> None:
+    if not isinstance(currency, str) or not CURRENCY_PATTERN.match(currency):
+        raise LedgerValidationError(
+            f"{what}: currency {currency!r} must be three lower-case letters, as Stripe writes "
+            "it (e.g. 'usd')."
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account declared before use; it holds one currency and never changes once opened.
+
+    ``must_not_go_negative`` keeps the balance on the ``normal_side`` at or above zero (a debit
+    account may not be net credited, a credit account may not be net debited), checked at commit.
+    """
+
+    name: str
+    currency: str
+    normal_side: NormalSide = field(kw_only=True)
+    must_not_go_negative: bool = field(default=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        _check_name("An account name", self.name)
+        _check_currency(f"Account {self.name}", self.currency)
+        if self.normal_side not in NORMAL_SIDES:
+            raise LedgerValidationError(
+                f"Account {self.name}: normal_side must be 'debit' or 'credit', "
+                f"not {self.normal_side!r}."
+            )
+        if not isinstance(self.must_not_go_negative, bool):
+            raise LedgerValidationError(
+                f"Account {self.name}: must_not_go_negative must be True or False."
+            )
 
 
 @dataclass(frozen=True)
@@ -39,28 +112,27 @@ class Entry:
     currency: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.amount_minor, Decimal):
+        _check_name("An entry's account", self.account)
+        amount = self.amount_minor
+        if not isinstance(amount, Decimal):
             raise LedgerValidationError(
                 f"Entry on {self.account}: amount_minor must be a Decimal, not "
-                f"{type(self.amount_minor).__name__} ({self.amount_minor!r}); floats lose cents."
+                f"{type(amount).__name__} ({amount!r}); floats lose cents. Build it from a "
+                "string: Decimal('1.25')."
             )
-        if not self.amount_minor.is_finite():
-            raise LedgerValidationError(f"Entry on {self.account}: amount is not finite.")
-        exponent = self.amount_minor.normalize(EXACT).as_tuple().exponent
-        if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
+        if not amount.is_finite():
+            raise LedgerValidationError(f"Entry on {self.account}: amount {amount} is not finite.")
+        if decimal_places(amount) > MAX_DECIMAL_PLACES:
             raise LedgerValidationError(
-                f"Entry on {self.account}: {self.amount_minor} has more than "
-                f"{MAX_DECIMAL_PLACES} decimal places; round it where the rounding rule says."
+                f"Entry on {self.account}: {amount} has more than {MAX_DECIMAL_PLACES} decimal "
+                "places; round it where the rounding rule says, before posting."
             )
-        if abs(self.amount_minor) >= Decimal(10) ** MAX_INTEGER_DIGITS:
-            raise LedgerValidationError(f"Entry on {self.account}: amount too large.")
-        if not CURRENCY_PATTERN.match(self.currency):
+        if amount and amount.adjusted() >= MAX_INTEGER_DIGITS:
             raise LedgerValidationError(
-                f"Entry on {self.account}: currency {self.currency!r} must be three lower-case "
-                "letters, as Stripe writes it (e.g. 'usd')."
+                f"Entry on {self.account}: {amount} is too large; amounts have at most "
+                f"{MAX_INTEGER_DIGITS} integer digits (NUMERIC(38, 12))."
             )
-        if not isinstance(self.account, str) or not self.account:
-            raise LedgerValidationError("An entry needs an account name.")
+        _check_currency(f"Entry on {self.account}", self.currency)
 
 
 @dataclass(frozen=True)
@@ -71,63 +143,97 @@ class Transaction:
     cause_id: str
     effective_at: datetime
     entries: tuple[Entry, ...]
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    # Not part of __hash__ (a dict is unhashable); part of equality and the content hash.
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, str) or not self.key:
-            raise LedgerValidationError("A transaction needs a key (its idempotency key).")
+        _check_name("A transaction key (its idempotency key)", self.key)
         for name in ("kind", "cause_type", "cause_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise LedgerValidationError(
-                    f"Transaction {self.key}: {name} must be a non-empty string, not {value!r}."
-                )
+            _check_name(f"Transaction {self.key}: {name}", getattr(self, name))
         if not isinstance(self.effective_at, datetime) or self.effective_at.utcoffset() is None:
             raise LedgerValidationError(
-                f"Transaction {self.key}: effective_at must carry a time zone."
+                f"Transaction {self.key}: effective_at must be a datetime with a time zone "
+                f"(e.g. tzinfo=UTC), not {self.effective_at!r}."
             )
+        self._check_metadata()
+        self._check_entries()
+
+    def _check_metadata(self) -> None:
+        if not isinstance(self.metadata, Mapping):
+            raise LedgerValidationError(f"Transaction {self.key}: metadata must be a mapping.")
+        bad = [(k, v) for k, v in self.metadata.items() if not (_is_str(k) and _is_str(v))]
+        if bad:
+            raise LedgerValidationError(
+                f"Transaction {self.key}: metadata keys and values must be strings: {bad}."
+            )
+        # A private copy: a caller changing its dict later cannot change posted content.
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    def _check_entries(self) -> None:
         if not isinstance(self.entries, tuple) or not all(
             isinstance(entry, Entry) for entry in self.entries
         ):
             raise LedgerValidationError(
                 f"Transaction {self.key}: entries must be a tuple of Entry values."
             )
-        if not isinstance(self.metadata, Mapping):
-            raise LedgerValidationError(f"Transaction {self.key}: metadata must be a mapping.")
-        bad_metadata = [
-            (k, v)
-            for k, v in self.metadata.items()
-            if not isinstance(k, str) or not isinstance(v, str)
-        ]
-        if bad_metadata:
+        if not 2 <= len(self.entries) <= MAX_ENTRIES_PER_TRANSACTION:
             raise LedgerValidationError(
-                f"Transaction {self.key}: metadata keys and values must be strings: {bad_metadata}."
-            )
-        if len(self.entries) < 2:
-            raise LedgerValidationError(
-                f"Transaction {self.key} has {len(self.entries)} entries; double entry needs two."
+                f"Transaction {self.key} has {len(self.entries)} entries; double entry needs "
+                f"at least two (and at most {MAX_ENTRIES_PER_TRANSACTION})."
             )
         sums: dict[str, Decimal] = defaultdict(Decimal)
         with localcontext(EXACT):
             for entry in self.entries:
                 sums[entry.currency] += entry.amount_minor
-        unbalanced = {c: s for c, s in sums.items() if s != 0}
+        unbalanced = {currency: str(total) for currency, total in sums.items() if total != 0}
         if unbalanced:
             raise LedgerValidationError(
-                f"Transaction {self.key} does not balance: entries sum to {unbalanced}."
+                f"Transaction {self.key} does not balance: its entries sum to {unbalanced} "
+                "instead of zero per currency; add the missing debit or credit."
             )
 
     def content_hash(self) -> str:
-        content = {
-            "key": self.key,
-            "kind": self.kind,
-            "cause_type": self.cause_type,
-            "cause_id": self.cause_id,
-            "effective_at": self.effective_at.astimezone(UTC).isoformat(),
-            "metadata": dict(sorted(self.metadata.items())),
-            "entries": sorted(
-                [e.account, normalised(e.amount_minor), e.currency] for e in self.entries
-            ),
-        }
-        encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(encoded).hexdigest()
+        """What makes two postings of one key the same: everything but ids and posting time."""
+        return content_hash_of(
+            key=self.key,
+            kind=self.kind,
+            cause_type=self.cause_type,
+            cause_id=self.cause_id,
+            effective_at=self.effective_at,
+            metadata=self.metadata,
+            entries=((e.account, e.amount_minor, e.currency) for e in self.entries),
+        )
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def content_hash_of(
+    *,
+    key: str,
+    kind: str,
+    cause_type: str,
+    cause_id: str,
+    effective_at: datetime,
+    metadata: Mapping[str, str],
+    entries: Iterable[tuple[str, Decimal, str]],
+) -> str:
+    """sha256 of a canonical JSON text; ``verify`` recomputes it from stored rows.
+
+    Entries are sorted and amounts normalised, so neither entry order nor the spelling of an
+    amount (1.50 vs 1.5) nor the time zone of ``effective_at`` changes the hash.
+    """
+    content = {
+        "key": key,
+        "kind": kind,
+        "cause_type": cause_type,
+        "cause_id": cause_id,
+        "effective_at": effective_at.astimezone(UTC).isoformat(),
+        "metadata": dict(sorted(metadata.items())),
+        "entries": sorted(
+            [account, normalised(amount), currency] for account, amount, currency in entries
+        ),
+    }
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()

@@ -1,0 +1,124 @@
+"""What the database itself refuses, proven with raw SQL that bypasses Python's checks."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from ledger import Ledger
+from tests.ledger.helpers import insert_raw_entry, insert_raw_transaction, transfer
+
+
+def test_an_unbalanced_transaction_is_refused_at_commit(raw: psycopg.Connection) -> None:
+    with (
+        pytest.raises(errors.CheckViolation, match="raw does not balance in usd"),
+        raw.transaction(),
+    ):
+        transaction_id = insert_raw_transaction(raw, "raw")
+        insert_raw_entry(raw, transaction_id, "a", "5")
+        insert_raw_entry(raw, transaction_id, "b", "-4")  # accepted until commit
+    assert raw.execute("select count(*) from ledger.transactions").fetchone() == (0,)
+
+
+def test_each_currency_must_balance_on_its_own(raw: psycopg.Connection) -> None:
+    with pytest.raises(errors.CheckViolation, match="does not balance"), raw.transaction():
+        transaction_id = insert_raw_transaction(raw, "fx")
+        insert_raw_entry(raw, transaction_id, "a", "5", "usd")
+        insert_raw_entry(raw, transaction_id, "b", "-5", "eur")
+
+
+@pytest.mark.parametrize("entries", [0, 1])
+def test_a_transaction_needs_two_entries(raw: psycopg.Connection, entries: int) -> None:
+    with pytest.raises(errors.CheckViolation, match=f"has {entries} entries"), raw.transaction():
+        transaction_id = insert_raw_transaction(raw, "short")
+        if entries:
+            insert_raw_entry(raw, transaction_id, "a", "0")
+
+
+def test_a_balanced_raw_transaction_is_accepted(raw: psycopg.Connection) -> None:
+    with raw.transaction():
+        transaction_id = insert_raw_transaction(raw, "fine")
+        insert_raw_entry(raw, transaction_id, "a", "0.000000000001")
+        insert_raw_entry(raw, transaction_id, "b", "-0.000000000001")
+    assert raw.execute("select count(*) from ledger.entries").fetchone() == (2,)
+
+
+def test_a_posted_transaction_cannot_gain_entries(book: Ledger, raw: psycopg.Connection) -> None:
+    book.post_many([transfer("t1", "a", "b", "1")])
+    (transaction_id,) = raw.execute("select id from ledger.transactions").fetchone() or (0,)
+    with pytest.raises(errors.CheckViolation, match="posted before"), raw.transaction():
+        insert_raw_entry(raw, transaction_id, "a", "5")  # balanced, and still refused
+        insert_raw_entry(raw, transaction_id, "b", "-5")
+    assert book.verify().entries == 2
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update ledger.entries set amount_minor = 0",
+        "update ledger.transactions set kind = 'x'",
+        "update ledger.accounts set currency = 'eur'",
+        "delete from ledger.entries",
+        "delete from ledger.transactions",
+        "delete from ledger.accounts",
+        "truncate ledger.entries",
+        "truncate ledger.transactions cascade",
+        "truncate ledger.accounts cascade",
+        "update ledger.entries set amount_minor = amount_minor where false",  # even no rows
+    ],
+)
+def test_posted_rows_never_change(book: Ledger, raw: psycopg.Connection, statement: str) -> None:
+    book.post_many([transfer("t1", "a", "b", "1")])
+    before = book.verify()
+    with pytest.raises(errors.RaiseException, match="append-only"), raw.transaction():
+        raw.execute(statement)
+    assert book.verify() == before
+
+
+def test_an_entry_must_be_in_its_accounts_currency(book: Ledger, raw: psycopg.Connection) -> None:
+    book.post_many([transfer("t1", "a", "b", "1")])
+    with pytest.raises(errors.ForeignKeyViolation), raw.transaction():
+        transaction_id = insert_raw_transaction(raw, "eur")
+        raw.execute(
+            "insert into ledger.entries (transaction_id, account, amount_minor, currency) "
+            "values (%s, 'a', 1, 'eur'), (%s, 'b', -1, 'eur')",
+            [transaction_id, transaction_id],
+        )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "constraint"),
+    [
+        ("content_hash", "not-a-sha256", "transactions_content_hash_sha256"),
+        ("transaction_key", "", "transactions_key_length"),
+        ("transaction_key", "k" * 256, "transactions_key_length"),
+    ],
+)
+def test_transaction_columns_are_checked(
+    raw: psycopg.Connection, column: str, value: str, constraint: str
+) -> None:
+    row = {"transaction_key": "k", "content_hash": "0" * 64, column: value}
+    with pytest.raises(errors.CheckViolation, match=constraint):
+        raw.execute(
+            "insert into ledger.transactions (transaction_key, kind, cause_type, cause_id, "
+            "effective_at, content_hash) values (%s, 'k', 'c', 'i', now(), %s)",
+            [row["transaction_key"], row["content_hash"]],
+        )
+
+
+def test_a_guarded_account_is_checked_by_the_database(
+    book: Ledger, raw: psycopg.Connection
+) -> None:
+    raw.execute(
+        "insert into ledger.accounts (name, currency, normal_side, must_not_go_negative) "
+        "values ('wallet', 'usd', 'debit', true)"
+    )
+    with (
+        pytest.raises(errors.CheckViolation, match="wallet must not go negative"),
+        raw.transaction(),
+    ):
+        transaction_id = insert_raw_transaction(raw, "overdraw")
+        insert_raw_entry(raw, transaction_id, "wallet", "-1")
+        insert_raw_entry(raw, transaction_id, "shop", "1")
+    assert book.verify().ok
