@@ -40,6 +40,7 @@ __all__ = [
     "content_hash_of",
     "decimal_places",
     "normalised",
+    "simplest",
 ]
 
 
@@ -54,6 +55,16 @@ def decimal_places(amount: Decimal) -> int:
         places -= 1
         index -= 1
     return places
+
+
+def simplest(amount: Decimal) -> Decimal:
+    """The same value without trailing zeros, never in exponent form: 1.500 -> 1.5, 100 -> 100."""
+    if amount.is_zero():
+        return Decimal(0)  # also for -0 and 0E-12
+    reduced = amount.normalize(EXACT)
+    if reduced.as_tuple().exponent > 0:  # type: ignore[operator]  # finite: an int
+        return reduced.quantize(Decimal(1), context=EXACT)
+    return reduced
 
 
 def normalised(amount: Decimal) -> str:

@@ -6,7 +6,6 @@ per account, guarded accounts); this module adds idempotency by key and content 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,9 +16,10 @@ from types import TracebackType
 
 import psycopg
 
+from ledger import verification
 from ledger.errors import LedgerBalanceError, LedgerConflictError, LedgerValidationError
 from ledger.migrations import migrate
-from ledger.model import EXACT, Account, Transaction, content_hash_of
+from ledger.model import Account, Transaction, simplest
 
 __all__ = [
     "CauseTotal",
@@ -197,7 +197,7 @@ class Ledger:
         amounts: dict[str, dict[str, Decimal]] = defaultdict(dict)
         currencies: dict[str, set[str]] = defaultdict(set)
         for cause_id, account, currency, amount in rows:
-            amounts[cause_id][account] = Decimal(amount).normalize(EXACT)
+            amounts[cause_id][account] = Decimal(amount)
             currencies[cause_id].add(currency)
         several = sorted(cause_id for cause_id, found in currencies.items() if len(found) > 1)
         if several:
@@ -222,7 +222,7 @@ class Ledger:
             [account, currency],
         ).fetchone()
         assert row is not None
-        return Decimal(row[0]).normalize(EXACT)
+        return simplest(Decimal(row[0]))
 
     def verify(self, *, recompute_hashes: bool = False) -> VerifyReport:
         """Re-check every invariant from the stored rows, in one snapshot.
@@ -239,12 +239,12 @@ class Ledger:
                 "(select count(*) from ledger.entries)"
             ).fetchone()
             assert counts is not None
-            unbalanced = [key for (key,) in cursor.execute(UNBALANCED_SQL).fetchall()]
-            negative = [name for (name,) in cursor.execute(NEGATIVE_GUARDED_SQL).fetchall()]
+            unbalanced = verification.unbalanced_transaction_keys(cursor)
+            negative = verification.negative_guarded_accounts(cursor)
             if recompute_hashes:
-                content_hash, mismatched = _recomputed_ledger_hash(self._conn)
+                content_hash, mismatched = verification.recomputed_ledger_hash(self._conn)
             else:
-                content_hash, mismatched = _stored_ledger_hash(self._conn), []
+                content_hash, mismatched = verification.stored_ledger_hash(self._conn), []
         return VerifyReport(
             transactions=int(counts[0]),
             entries=int(counts[1]),
@@ -260,31 +260,6 @@ class Ledger:
         with self._conn.transaction(), self._conn.cursor() as cursor:
             cursor.execute("set transaction isolation level repeatable read, read only")
             yield cursor
-
-
-UNBALANCED_SQL = """
-with per_currency as (
-    select transaction_id, count(*) as entry_count, sum(amount_minor) <> 0 as unbalanced
-    from ledger.entries group by transaction_id, currency
-), per_transaction as (
-    select transaction_id, sum(entry_count) as entry_count, bool_or(unbalanced) as unbalanced
-    from per_currency group by transaction_id
-)
-select t.transaction_key
-from ledger.transactions t left join per_transaction p on p.transaction_id = t.id
-where p.transaction_id is null or p.entry_count < 2 or p.unbalanced
-order by t.transaction_key collate "C"
-"""
-
-NEGATIVE_GUARDED_SQL = """
-select a.name
-from ledger.accounts a join ledger.entries e on e.account = a.name
-where a.must_not_go_negative
-group by a.name, a.normal_side
-having (a.normal_side = 'debit' and sum(e.amount_minor) < 0)
-    or (a.normal_side = 'credit' and sum(e.amount_minor) > 0)
-order by a.name collate "C"
-"""
 
 
 def _some(names: Sequence[str]) -> str:
@@ -432,62 +407,3 @@ def _insert_entries(
             "values (%s, %s, %s, %s)",
             rows,
         )
-
-
-def _stored_ledger_hash(conn: psycopg.Connection) -> str:
-    digest = hashlib.sha256()
-    with conn.cursor(name="ledger_stored_hashes") as cursor:
-        cursor.itersize = 10_000
-        cursor.execute(
-            "select transaction_key, content_hash from ledger.transactions "
-            'order by transaction_key collate "C"'
-        )
-        for key, content_hash in cursor:
-            digest.update(f"{key}\t{content_hash}\n".encode())
-    return digest.hexdigest()
-
-
-def _recomputed_ledger_hash(conn: psycopg.Connection) -> tuple[str, list[str]]:
-    """The ledger hash from each transaction's rows, and the keys whose stored hash differs."""
-    digest = hashlib.sha256()
-    mismatched: list[str] = []
-    with conn.cursor(name="ledger_recomputed_hashes") as cursor:
-        cursor.itersize = 10_000
-        cursor.execute(RECOMPUTE_SQL)
-        for key, rows in _grouped_by_key(cursor):
-            first = rows[0]
-            recomputed = content_hash_of(
-                key=key,
-                kind=first[1],
-                cause_type=first[2],
-                cause_id=first[3],
-                effective_at=first[4],
-                metadata=first[5],
-                entries=[(row[7], row[8], row[9]) for row in rows if row[7] is not None],
-            )
-            if recomputed != first[6]:
-                mismatched.append(key)
-            digest.update(f"{key}\t{recomputed}\n".encode())
-    return digest.hexdigest(), mismatched
-
-
-RECOMPUTE_SQL = """
-select t.transaction_key, t.kind, t.cause_type, t.cause_id, t.effective_at, t.metadata,
-    t.content_hash, e.account, e.amount_minor, e.currency
-from ledger.transactions t left join ledger.entries e on e.transaction_id = t.id
-order by t.transaction_key collate "C", e.id
-"""
-
-
-def _grouped_by_key(rows: Iterable[tuple]) -> Iterator[tuple[str, list[tuple]]]:
-    """Consecutive rows with the same first column, as (key, rows)."""
-    key: str | None = None
-    group: list[tuple] = []
-    for row in rows:
-        if row[0] != key and group:
-            yield key, group  # type: ignore[misc]
-            group = []
-        key = row[0]
-        group.append(row)
-    if group:
-        yield key, group  # type: ignore[misc]

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from ledger import Account, Entry, LedgerValidationError, Transaction
-from ledger.model import decimal_places
+from ledger.model import decimal_places, simplest
 from tests.ledger.helpers import WHEN, transfer
 
 
@@ -95,6 +95,21 @@ def test_accepted_edges() -> None:
 )
 def test_decimal_places_are_counted_exactly(amount: str, places: int) -> None:
     assert decimal_places(Decimal(amount)) == places
+
+
+@pytest.mark.parametrize(
+    ("amount", "spelled"),
+    [
+        ("100", "100"),
+        ("1.500", "1.5"),
+        ("-0.000", "0"),
+        ("1E+3", "1000"),
+        ("0.000000000001", "1E-12"),
+    ],
+)
+def test_simplest_drops_trailing_zeros_and_keeps_integers_plain(amount: str, spelled: str) -> None:
+    assert str(simplest(Decimal(amount))) == spelled
+    assert simplest(Decimal(amount)) == Decimal(amount)
 
 
 def test_content_hash_ignores_spelling_entry_order_and_time_zone() -> None:
