@@ -13,6 +13,8 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+from ingestion.stripe_exports import STRIPE_EXPORT_TABLES
+
 ALPHA = "cus_alpha0000000001"  # Pro plan, nimbus-large
 BETA = "cus_beta00000000002"  # Starter plan, nimbus-small
 GHOST = "cus_ghost0000000009"  # not a Stripe customer
@@ -163,30 +165,18 @@ def write_hand_fixture(data_dir: Path) -> None:
     created = "1756684800"  # 2025-09-01
     tables = {
         "customers": (
-            ["id", "email", "name", "currency", "created", "metadata"],
+            STRIPE_EXPORT_TABLES["customers"],
             [
                 [ALPHA, "alpha@example.com", "Alpha", "usd", created, "{}"],
                 [BETA, "beta@example.com", "Beta", "usd", created, "{}"],
             ],
         ),
         "products": (
-            ["id", "name", "active", "created", "metadata"],
+            STRIPE_EXPORT_TABLES["products"],
             [["prod_usage0000000001", "Model usage", "true", created, "{}"]],
         ),
         "prices": (
-            [
-                "id",
-                "product",
-                "currency",
-                "unit_amount",
-                "unit_amount_decimal",
-                "billing_scheme",
-                "recurring_interval",
-                "recurring_usage_type",
-                "lookup_key",
-                "active",
-                "created",
-            ],
+            STRIPE_EXPORT_TABLES["prices"],
             [
                 [
                     "price_pro_fee0000001",
@@ -204,19 +194,7 @@ def write_hand_fixture(data_dir: Path) -> None:
             ],
         ),
         "subscriptions": (
-            [
-                "id",
-                "customer",
-                "status",
-                "currency",
-                "created",
-                "start_date",
-                "current_period_start",
-                "current_period_end",
-                "canceled_at",
-                "ended_at",
-                "metadata",
-            ],
+            STRIPE_EXPORT_TABLES["subscriptions"],
             [
                 [
                     "sub_alpha0000000001",
@@ -247,7 +225,7 @@ def write_hand_fixture(data_dir: Path) -> None:
             ],
         ),
         "subscription_items": (
-            ["id", "subscription", "price", "quantity", "created"],
+            STRIPE_EXPORT_TABLES["subscription_items"],
             [["si_alpha00000000001", "sub_alpha0000000001", "price_pro_fee0000001", "1", created]],
         ),
     }
