@@ -8,13 +8,13 @@ immutable: a value the column would round is refused here, never rounded silentl
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Literal
 
 from ledger.errors import LedgerValidationError
@@ -156,11 +156,18 @@ class Transaction:
     entries: tuple[Entry, ...]
     # Not part of __hash__ (a dict is unhashable); part of equality and the content hash.
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The key of the transaction this one reverses: it must negate it exactly, and an original
+    # is reversed at most once (both checked by the database).
+    reverses: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         _check_name("A transaction key (its idempotency key)", self.key)
         for name in ("kind", "cause_type", "cause_id"):
             _check_name(f"Transaction {self.key}: {name}", getattr(self, name))
+        if self.reverses is not None:
+            _check_name(f"Transaction {self.key}: reverses", self.reverses)
+            if self.reverses == self.key:
+                raise LedgerValidationError(f"Transaction {self.key} cannot reverse itself.")
         if not isinstance(self.effective_at, datetime) or self.effective_at.utcoffset() is None:
             raise LedgerValidationError(
                 f"Transaction {self.key}: effective_at must be a datetime with a time zone "
@@ -204,7 +211,17 @@ class Transaction:
             )
 
     def content_hash(self) -> str:
-        """What makes two postings of one key the same: everything but ids and posting time."""
+        """What makes two postings of one key the same: everything but ids and posting time.
+
+        Computed once per value: the value is immutable, so a retried batch does not pay again.
+        """
+        cached = self.__dict__.get("_content_hash")
+        if cached is None:
+            cached = self._compute_content_hash()
+            object.__setattr__(self, "_content_hash", cached)
+        return cached
+
+    def _compute_content_hash(self) -> str:
         return content_hash_of(
             key=self.key,
             kind=self.kind,
@@ -213,6 +230,22 @@ class Transaction:
             effective_at=self.effective_at,
             metadata=self.metadata,
             entries=((e.account, e.amount_minor, e.currency) for e in self.entries),
+            reverses=self.reverses,
+        )
+
+    def reversal(self, key: str, effective_at: datetime, **metadata: str) -> Transaction:
+        """The transaction that moves every amount of this one back, under ``key``."""
+        return Transaction(
+            key=key,
+            kind="reversal",
+            cause_type="transaction",
+            cause_id=self.key,
+            effective_at=effective_at,
+            entries=tuple(
+                Entry(e.account, e.amount_minor.copy_negate(), e.currency) for e in self.entries
+            ),
+            metadata=metadata,
+            reverses=self.key,
         )
 
 
@@ -229,22 +262,33 @@ def content_hash_of(
     effective_at: datetime,
     metadata: Mapping[str, str],
     entries: Iterable[tuple[str, Decimal, str]],
+    reverses: str | None = None,
 ) -> str:
     """sha256 of a canonical JSON text; ``verify`` recomputes it from stored rows.
 
     Entries are sorted and amounts normalised, so neither entry order nor the spelling of an
-    amount (1.50 vs 1.5) nor the time zone of ``effective_at`` changes the hash.
+    amount (1.50 vs 1.5) nor the time zone of ``effective_at`` changes the hash. ``reverses``
+    is hashed only when set, so hashes of transactions posted before reversals existed stay.
     """
-    content = {
-        "key": key,
-        "kind": kind,
-        "cause_type": cause_type,
-        "cause_id": cause_id,
-        "effective_at": effective_at.astimezone(UTC).isoformat(),
-        "metadata": dict(sorted(metadata.items())),
-        "entries": sorted(
-            [account, normalised(amount), currency] for account, amount, currency in entries
-        ),
-    }
-    encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    # json.dumps(content, sort_keys=True, separators=(",", ":")) of the dict
+    # {key, kind, cause_type, cause_id, effective_at, metadata, entries[, reverses]}, written out
+    # by hand because it is on the posting path (tests pin the two spellings to each other).
+    quote = encode_basestring_ascii
+    rendered_entries = ",".join(
+        f"[{quote(account)},{quote(amount)},{quote(currency)}]"
+        for account, amount, currency in sorted(
+            (account, normalised(amount), currency) for account, amount, currency in entries
+        )
+    )
+    rendered_metadata = ",".join(
+        f"{quote(name)}:{quote(value)}" for name, value in sorted(metadata.items())
+    )
+    text = (
+        f'{{"cause_id":{quote(cause_id)},"cause_type":{quote(cause_type)},'
+        f'"effective_at":{quote(effective_at.astimezone(UTC).isoformat())},'
+        f'"entries":[{rendered_entries}],"key":{quote(key)},"kind":{quote(kind)},'
+        f'"metadata":{{{rendered_metadata}}}'
+        + (f',"reverses":{quote(reverses)}}}' if reverses is not None else "}")
+    )
+    encoded = text.encode()
     return hashlib.sha256(encoded).hexdigest()

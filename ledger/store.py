@@ -32,6 +32,14 @@ __all__ = [
 
 MAX_KEYS_NAMED_IN_ERRORS = 10
 GUARDED_ACCOUNT_CONSTRAINT = "accounts_must_not_go_negative"
+# A batch's new transactions are copied here, then inserted by one statement.
+STAGING_SQL = """
+create temporary table if not exists staged_transactions (
+    ord integer not null, transaction_key text not null, kind text not null,
+    cause_type text not null, cause_id text not null, effective_at timestamptz not null,
+    content_hash text not null, metadata jsonb not null, reverses_key text
+) on commit delete rows
+"""
 
 
 @dataclass(frozen=True)
@@ -157,20 +165,28 @@ class Ledger:
             return PostResult(created=0, existing=0)
         batch.sort(key=lambda transaction: transaction.key)
         account_currency = _account_currencies(batch)
-        hashes = [transaction.content_hash() for transaction in batch]
         try:
             with self._conn.transaction(), self._conn.cursor() as cursor:
-                _ensure_accounts(cursor, account_currency)
-                new_ids = _insert_transactions(cursor, batch, hashes)
-                existing = _check_already_posted(cursor, batch, hashes, new_ids)
-                _insert_entries(cursor, batch, new_ids)
+                stored = _stored_hashes(cursor, [t.key for t in batch])
+                new = _not_posted_yet(batch, stored)
+                if new:
+                    _ensure_accounts(cursor, account_currency)
+                    _ensure_staging(cursor)
+                    _stage_transactions(cursor, new)
+                    _check_reversed_originals(cursor)
+                    new_ids = _insert_transactions(cursor)
+                    raced = [t for t in new if t.key not in new_ids]
+                    if raced:  # posted by a concurrent writer since we looked
+                        _not_posted_yet(raced, _stored_hashes(cursor, [t.key for t in raced]))
+                    _insert_entries(cursor, new, new_ids)
         except psycopg.errors.CheckViolation as error:
             if error.diag.constraint_name == GUARDED_ACCOUNT_CONSTRAINT:
                 raise LedgerBalanceError(
                     f"{error.diag.message_primary}. Nothing of this batch was posted."
                 ) from error
             raise
-        return PostResult(created=len(batch) - existing, existing=existing)
+        created = len(new_ids) if new else 0
+        return PostResult(created=created, existing=len(batch) - created)
 
     def cause_totals(self, kind: str) -> dict[str, CauseTotal]:
         """Per cause of ``kind``: how many transactions, and their entries summed per account.
@@ -319,91 +335,125 @@ def _ensure_accounts(cursor: psycopg.Cursor, account_currency: dict[str, str]) -
         )
 
 
-def _insert_transactions(
-    cursor: psycopg.Cursor, batch: Sequence[Transaction], hashes: Sequence[str]
-) -> list[int | None]:
-    """Insert each key not posted yet; a key already posted (or being posted) returns None.
-
-    ON CONFLICT waits for a concurrent writer of the same key to finish, so the key is then
-    either ours or visibly theirs, never posted twice. One pipelined round trip for the batch.
-    """
-    cursor.executemany(
-        """
-        insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
-            effective_at, content_hash, metadata)
-        values (%s, %s, %s, %s, %s, %s, %s)
-        on conflict (transaction_key) do nothing
-        returning id
-        """,
-        [
-            (
-                t.key,
-                t.kind,
-                t.cause_type,
-                t.cause_id,
-                t.effective_at,
-                content_hash,
-                json.dumps(dict(t.metadata), sort_keys=True),
-            )
-            for t, content_hash in zip(batch, hashes, strict=True)
-        ],
-        returning=True,
-    )
-    new_ids: list[int | None] = []
-    while True:
-        row = cursor.fetchone()
-        new_ids.append(row[0] if row else None)
-        if not cursor.nextset():
-            break
-    assert len(new_ids) == len(batch)
-    return new_ids
+def _ensure_staging(cursor: psycopg.Cursor) -> None:
+    """A session-private staging table, emptied at every commit."""
+    cursor.execute(STAGING_SQL)
 
 
-def _check_already_posted(
-    cursor: psycopg.Cursor,
-    batch: Sequence[Transaction],
-    hashes: Sequence[str],
-    new_ids: Sequence[int | None],
-) -> int:
-    """Count keys posted before with the same content; raise if any has other content."""
-    already_posted = [t.key for t, new_id in zip(batch, new_ids, strict=True) if new_id is None]
-    if not already_posted:
-        return 0
-    stored_hashes = dict(
+def _stored_hashes(cursor: psycopg.Cursor, keys: Sequence[str]) -> dict[str, str]:
+    """The content hash of each of ``keys`` already posted (one index lookup each)."""
+    return dict(
         cursor.execute(
             "select transaction_key, content_hash from ledger.transactions "
             "where transaction_key = any(%s)",
-            [already_posted],
+            [list(keys)],
         ).fetchall()
     )
-    conflicting = sorted(
-        {
-            t.key
-            for t, content_hash, new_id in zip(batch, hashes, new_ids, strict=True)
-            if new_id is None and stored_hashes.get(t.key) != content_hash
-        }
-    )
+
+
+def _not_posted_yet(batch: Sequence[Transaction], stored: dict[str, str]) -> list[Transaction]:
+    """The transactions to write: each key once, unless stored already with the same content.
+
+    A key stored (or repeated in the batch) with other content is a conflict: nothing is posted.
+    """
+    new: list[Transaction] = []
+    seen: dict[str, str] = dict(stored)
+    conflicting: set[str] = set()
+    for transaction in batch:
+        content_hash = transaction.content_hash()
+        known = seen.get(transaction.key)
+        if known is None:
+            seen[transaction.key] = content_hash
+            new.append(transaction)
+        elif known != content_hash:
+            conflicting.add(transaction.key)
     if conflicting:
         raise LedgerConflictError(
-            f"Ledger keys exist with different content: {_some(conflicting)}. A posted "
+            f"Ledger keys exist with different content: {_some(sorted(conflicting))}. A posted "
             "transaction is never changed; post a correction under a new key. Nothing of this "
             "batch was posted."
         )
-    return len(already_posted)
+    return new
+
+
+def _stage_transactions(cursor: psycopg.Cursor, batch: Sequence[Transaction]) -> None:
+    with cursor.copy(
+        "copy staged_transactions (ord, transaction_key, kind, cause_type, cause_id, "
+        "effective_at, content_hash, metadata, reverses_key) from stdin"
+    ) as copy:
+        for ord_, t in enumerate(batch):
+            copy.write_row(
+                (
+                    ord_,
+                    t.key,
+                    t.kind,
+                    t.cause_type,
+                    t.cause_id,
+                    t.effective_at,
+                    t.content_hash(),
+                    json.dumps(dict(t.metadata), sort_keys=True) if t.metadata else "{}",
+                    t.reverses,
+                )
+            )
+
+
+def _check_reversed_originals(cursor: psycopg.Cursor) -> None:
+    """A reversal's original must have been posted before this batch."""
+    missing = cursor.execute(
+        "select s.transaction_key || ' reverses ' || s.reverses_key from staged_transactions s "
+        "where s.reverses_key is not null and not exists (select 1 from ledger.transactions o "
+        "where o.transaction_key = s.reverses_key) order by 1"
+    ).fetchall()
+    if missing:
+        raise LedgerValidationError(
+            f"Reversals of transactions that were never posted: {_some([m for (m,) in missing])}."
+            " Post the original first (in an earlier batch). Nothing of this batch was posted."
+        )
+
+
+def _insert_transactions(cursor: psycopg.Cursor) -> dict[str, int]:
+    """Insert each staged key not posted yet, in key order; returns the new ids by key.
+
+    ON CONFLICT waits for a concurrent writer of the same key to finish, so the key is then
+    either ours or visibly theirs, never posted twice.
+    """
+    try:
+        rows = cursor.execute(
+            """
+            insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
+                effective_at, content_hash, metadata, reverses_id)
+            select s.transaction_key, s.kind, s.cause_type, s.cause_id, s.effective_at,
+                s.content_hash, s.metadata,
+                case when s.reverses_key is not null then (
+                    select o.id from ledger.transactions o
+                    where o.transaction_key = s.reverses_key) end
+            from staged_transactions s
+            order by s.ord
+            on conflict (transaction_key) do nothing
+            returning transaction_key, id
+            """
+        ).fetchall()
+    except psycopg.errors.UniqueViolation as error:
+        if error.diag.constraint_name != "transactions_reversed_once":
+            raise
+        raise LedgerConflictError(
+            "A transaction of this batch reverses one that was already reversed under another "
+            f"key ({error.diag.message_detail}); an original is reversed at most once. "
+            "Nothing of this batch was posted."
+        ) from error
+    return dict(rows)
 
 
 def _insert_entries(
-    cursor: psycopg.Cursor, batch: Sequence[Transaction], new_ids: Sequence[int | None]
+    cursor: psycopg.Cursor, batch: Sequence[Transaction], new_ids: dict[str, int]
 ) -> None:
-    rows = [
-        (new_id, entry.account, entry.amount_minor, entry.currency)
-        for transaction, new_id in zip(batch, new_ids, strict=True)
-        if new_id is not None
-        for entry in transaction.entries
-    ]
-    if rows:
-        cursor.executemany(
-            "insert into ledger.entries (transaction_id, account, amount_minor, currency) "
-            "values (%s, %s, %s, %s)",
-            rows,
-        )
+    """Write the entries of the transactions just inserted: one COPY, checked per statement."""
+    with cursor.copy(
+        "copy ledger.entries (transaction_id, account, amount_minor, currency) from stdin"
+    ) as copy:
+        for transaction in batch:
+            transaction_id = new_ids.get(transaction.key)
+            if transaction_id is None:
+                continue
+            for entry in transaction.entries:
+                copy.write_row((transaction_id, entry.account, entry.amount_minor, entry.currency))

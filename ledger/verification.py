@@ -48,8 +48,9 @@ order by transaction_key collate "C"
 
 RECOMPUTE_SQL = """
 select t.transaction_key, t.kind, t.cause_type, t.cause_id, t.effective_at, t.metadata,
-    t.content_hash, e.account, e.amount_minor, e.currency
+    t.content_hash, e.account, e.amount_minor, e.currency, o.transaction_key
 from ledger.transactions t left join ledger.entries e on e.transaction_id = t.id
+    left join ledger.transactions o on o.id = t.reverses_id
 order by t.transaction_key collate "C", e.id
 """
 
@@ -93,6 +94,7 @@ def recomputed_ledger_hash(conn: psycopg.Connection) -> tuple[str, list[str]]:
                 effective_at=first[4],
                 metadata=first[5],
                 entries=[(row[7], row[8], row[9]) for row in rows if row[7] is not None],
+                reverses=first[10],
             )
             if recomputed != first[6]:
                 mismatched.append(key)
