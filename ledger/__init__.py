@@ -9,11 +9,12 @@ from ledger.errors import (
 )
 from ledger.migrations import migrate
 from ledger.model import Account, Entry, Transaction
-from ledger.store import CauseTotal, Ledger, PostResult, VerifyReport
+from ledger.store import CauseTotal, DunningEvent, Ledger, PostResult, VerifyReport
 
 __all__ = [
     "Account",
     "CauseTotal",
+    "DunningEvent",
     "Entry",
     "Ledger",
     "LedgerBalanceError",

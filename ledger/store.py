@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 
 import psycopg
 
 from ledger import verification
+from ledger.accounts import chart_account
 from ledger.errors import LedgerBalanceError, LedgerConflictError, LedgerValidationError
 from ledger.migrations import migrate
 from ledger.model import Account, Transaction, simplest
 
 __all__ = [
     "CauseTotal",
+    "DunningEvent",
     "Ledger",
     "LedgerBalanceError",
     "LedgerConflictError",
@@ -55,6 +58,33 @@ class CauseTotal:
     revisions: int
     amount_by_account: dict[str, Decimal]
     currency: str  # the cause's single currency (a cause with several is refused)
+
+
+DUNNING_STATES = ("payment_failed", "retry_scheduled", "recovered", "uncollectible")
+
+
+@dataclass(frozen=True)
+class DunningEvent:
+    """One step of collecting an invoice (Stripe's invoice.payment_failed, a retry, ...)."""
+
+    event_key: str  # e.g. the Stripe event id: a redelivered webhook is recorded once
+    invoice_id: str
+    customer_id: str
+    state: str
+    attempt: int
+    occurred_at: datetime
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in DUNNING_STATES:
+            raise LedgerValidationError(
+                f"Dunning event {self.event_key}: state {self.state!r} is not one of "
+                f"{', '.join(DUNNING_STATES)}."
+            )
+        if self.occurred_at.utcoffset() is None:
+            raise LedgerValidationError(
+                f"Dunning event {self.event_key}: occurred_at needs a time zone."
+            )
 
 
 @dataclass(frozen=True)
@@ -155,7 +185,8 @@ class Ledger:
         A key posted before with other content raises ``LedgerConflictError`` and the whole batch
         is rolled back. Rows are written and locked in a fixed order (accounts by name,
         transactions by key) so concurrent writers with overlapping batches wait for each other
-        and never deadlock. Accounts not opened before are opened as unguarded debit accounts.
+        and never deadlock. Accounts not opened before are opened as the chart of accounts
+        (``ledger.accounts``) defines them; other names as unguarded debit accounts.
         """
         batch = list(transactions)
         for transaction in batch:
@@ -188,27 +219,34 @@ class Ledger:
         created = len(new_ids) if new else 0
         return PostResult(created=created, existing=len(batch) - created)
 
-    def cause_totals(self, kind: str) -> dict[str, CauseTotal]:
+    def cause_totals(
+        self, kind: str, *, effective_at: Iterable[datetime] | None = None
+    ) -> dict[str, CauseTotal]:
         """Per cause of ``kind``: how many transactions, and their entries summed per account.
 
-        One consistent snapshot, so the revision count and the amounts always agree.
+        ``effective_at`` limits it to transactions effective at those instants (a run reads the
+        usage dates it touches, not the whole ledger). One consistent snapshot, so the revision
+        count and the amounts always agree.
         """
+        instants = None if effective_at is None else sorted(set(effective_at))
+        where = "t.kind = %s" + ("" if instants is None else " and t.effective_at = any(%s)")
+        params: list[object] = [kind] if instants is None else [kind, instants]
         with self._snapshot() as cursor:
             revisions = dict(
                 cursor.execute(
-                    "select cause_id, count(*) from ledger.transactions where kind = %s "
-                    "group by cause_id",
-                    [kind],
+                    f"select t.cause_id, count(*) from ledger.transactions t where {where} "
+                    "group by t.cause_id",
+                    params,
                 ).fetchall()
             )
             rows = cursor.execute(
-                """
+                f"""
                 select t.cause_id, e.account, e.currency, sum(e.amount_minor)
                 from ledger.transactions t join ledger.entries e on e.transaction_id = t.id
-                where t.kind = %s
+                where {where}
                 group by t.cause_id, e.account, e.currency
                 """,
-                [kind],
+                params,
             ).fetchall()
         amounts: dict[str, dict[str, Decimal]] = defaultdict(dict)
         currencies: dict[str, set[str]] = defaultdict(set)
@@ -239,6 +277,94 @@ class Ledger:
         ).fetchone()
         assert row is not None
         return simplest(Decimal(row[0]))
+
+    def balances(
+        self,
+        *,
+        account_prefix: str = "",
+        as_of: datetime | None = None,
+        known_at: datetime | None = None,
+    ) -> dict[tuple[str, str], Decimal]:
+        """Balance per (account, currency) of the accounts whose name starts with
+        ``account_prefix``: the sum of their entries (debits positive), exact.
+
+        ``as_of`` counts only transactions effective at or before it (business time: "what did
+        the customer owe on 1 March?"); ``known_at`` only those posted at or before it (system
+        time: "what did the ledger say on 1 March?"). Both together answer "what did we believe
+        on date B about date A".
+        """
+        rows = self._conn.execute(
+            """
+            select e.account, e.currency, sum(e.amount_minor)
+            from ledger.entries e join ledger.transactions t on t.id = e.transaction_id
+            where starts_with(e.account, %(prefix)s)
+                and (%(as_of)s::timestamptz is null or t.effective_at <= %(as_of)s)
+                and (%(known_at)s::timestamptz is null or t.posted_at <= %(known_at)s)
+            group by e.account, e.currency
+            order by e.account collate "C", e.currency
+            """,
+            {"prefix": account_prefix, "as_of": as_of, "known_at": known_at},
+        ).fetchall()
+        return {(account, currency): simplest(Decimal(total)) for account, currency, total in rows}
+
+    def record_dunning_event(self, event: DunningEvent) -> bool:
+        """Record a step of collecting an invoice; True if new. Idempotent on ``event_key``: the
+        same event again is a no-op, other content under the same key raises a conflict."""
+        detail = json.dumps(dict(event.detail), sort_keys=True)
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            inserted = cursor.execute(
+                "insert into ledger.dunning_events (event_key, invoice_id, customer_id, state, "
+                "attempt, occurred_at, detail) values (%s, %s, %s, %s, %s, %s, %s) "
+                "on conflict (event_key) do nothing returning id",
+                [
+                    event.event_key,
+                    event.invoice_id,
+                    event.customer_id,
+                    event.state,
+                    event.attempt,
+                    event.occurred_at,
+                    detail,
+                ],
+            ).fetchone()
+            if inserted is not None:
+                return True
+            stored = cursor.execute(
+                "select invoice_id, customer_id, state, attempt, occurred_at, detail::text "
+                "from ledger.dunning_events where event_key = %s",
+                [event.event_key],
+            ).fetchone()
+        expected = (event.invoice_id, event.customer_id, event.state, event.attempt)
+        assert stored is not None
+        if (
+            stored[:4] != expected
+            or stored[4] != event.occurred_at
+            or json.loads(stored[5]) != dict(event.detail)
+        ):
+            raise LedgerConflictError(
+                f"Dunning event {event.event_key} was recorded before with other content; "
+                "record the new step under its own key."
+            )
+        return False
+
+    def dunning_state(self, invoice_id: str) -> DunningEvent | None:
+        """The latest collection step of an invoice (by when it happened), or None."""
+        row = self._conn.execute(
+            "select event_key, invoice_id, customer_id, state, attempt, occurred_at, detail "
+            "from ledger.dunning_events where invoice_id = %s "
+            "order by occurred_at desc, attempt desc, id desc limit 1",
+            [invoice_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return DunningEvent(
+            event_key=row[0],
+            invoice_id=row[1],
+            customer_id=row[2],
+            state=row[3],
+            attempt=row[4],
+            occurred_at=row[5],
+            detail=row[6],
+        )
 
     def verify(self, *, recompute_hashes: bool = False) -> VerifyReport:
         """Re-check every invariant from the stored rows, in one snapshot.
@@ -301,15 +427,22 @@ def _account_currencies(batch: Sequence[Transaction]) -> dict[str, str]:
 
 
 def _ensure_accounts(cursor: psycopg.Cursor, account_currency: dict[str, str]) -> None:
-    """Open missing accounts, check currencies, and lock guarded accounts in name order."""
+    """Open missing accounts as the chart defines them, check currencies, and lock guarded
+    accounts in name order."""
     names = sorted(account_currency)
     # No conflict target: both unique indexes (name; name and currency) must arbitrate, or a
     # concurrent writer opening the same account fails on the one not named.
+    opened = [chart_account(name, account_currency[name]) for name in names]
     cursor.execute(
-        "insert into ledger.accounts (name, currency) "
-        "select * from unnest(%s::text[], %s::text[]) order by 1 "
+        "insert into ledger.accounts (name, currency, normal_side, must_not_go_negative) "
+        "select * from unnest(%s::text[], %s::text[], %s::text[], %s::boolean[]) order by 1 "
         "on conflict do nothing",
-        [names, [account_currency[name] for name in names]],
+        [
+            names,
+            [a.currency for a in opened],
+            [a.normal_side for a in opened],
+            [a.must_not_go_negative for a in opened],
+        ],
     )
     stored = cursor.execute(
         "select name, currency, must_not_go_negative from ledger.accounts where name = any(%s)",
