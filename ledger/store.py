@@ -97,6 +97,10 @@ class VerifyReport:
     hash_mismatched_transactions: list[str] = field(default_factory=list)
     # Accounts with must_not_go_negative whose balance on their normal side is below zero.
     negative_guarded_accounts: list[str] = field(default_factory=list)
+    # Per currency, the sum of every entry when it is not zero (double entry says it is).
+    global_imbalance: dict[str, Decimal] = field(default_factory=dict)
+    # Entries whose transaction does not exist, or whose account is not open in their currency.
+    orphan_entries: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,7 +109,27 @@ class VerifyReport:
             self.unbalanced_transactions
             or self.hash_mismatched_transactions
             or self.negative_guarded_accounts
+            or self.global_imbalance
+            or self.orphan_entries
         )
+
+    def problems(self) -> list[str]:
+        """Each violated invariant, in words, for a report or an error."""
+        found = []
+        if self.unbalanced_transactions:
+            found.append(f"unbalanced transactions: {_some(self.unbalanced_transactions)}")
+        if self.hash_mismatched_transactions:
+            found.append(
+                "transactions whose rows no longer match their content hash: "
+                f"{_some(self.hash_mismatched_transactions)}"
+            )
+        if self.negative_guarded_accounts:
+            found.append(f"guarded accounts below zero: {_some(self.negative_guarded_accounts)}")
+        if self.global_imbalance:
+            found.append(f"entries do not sum to zero: {self.global_imbalance}")
+        if self.orphan_entries:
+            found.append(f"orphan entries (ids): {_some([str(i) for i in self.orphan_entries])}")
+        return found
 
 
 class Ledger:
@@ -383,6 +407,8 @@ class Ledger:
             assert counts is not None
             unbalanced = verification.unbalanced_transaction_keys(cursor)
             negative = verification.negative_guarded_accounts(cursor)
+            imbalance = verification.global_imbalance(cursor)
+            orphans = verification.orphan_entries(cursor)
             if recompute_hashes:
                 content_hash, mismatched = verification.recomputed_ledger_hash(self._conn)
             else:
@@ -394,6 +420,8 @@ class Ledger:
             content_hash=content_hash,
             hash_mismatched_transactions=mismatched,
             negative_guarded_accounts=negative,
+            global_imbalance=imbalance,
+            orphan_entries=orphans,
         )
 
     @contextmanager

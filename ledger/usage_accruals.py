@@ -40,6 +40,11 @@ class RatedSlot:
         return slot_id(self.customer_id, self.meter_id, self.usage_date)
 
 
+def accrual_effective_at(usage_date: date) -> datetime:
+    """A usage date's accruals take effect at its first instant (UTC)."""
+    return datetime.combine(usage_date, time(0), tzinfo=UTC)
+
+
 def slot_id(customer_id: str, meter_id: str, usage_date: date) -> str:
     return f"{customer_id}:{meter_id}:{usage_date.isoformat()}"
 
@@ -91,7 +96,7 @@ def _difference(
         kind=USAGE_ACCRUAL_KIND,
         cause_type=USAGE_SLOT_CAUSE,
         cause_id=cause_id,
-        effective_at=datetime.combine(usage_date, time(0), tzinfo=UTC),
+        effective_at=accrual_effective_at(usage_date),
         entries=(
             Entry(account=receivable, amount_minor=delta, currency=currency),
             Entry(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 
 import psycopg
 
@@ -58,6 +59,30 @@ order by t.transaction_key collate "C", e.id
 def unbalanced_transaction_keys(cursor: psycopg.Cursor) -> list[str]:
     """Transactions with fewer than two entries or not summing to zero in some currency."""
     return [key for (key,) in cursor.execute(UNBALANCED_SQL).fetchall()]
+
+
+GLOBAL_SUM_SQL = """
+select currency, sum(amount_minor) from ledger.entries group by currency
+having sum(amount_minor) <> 0 order by currency
+"""
+
+ORPHAN_ENTRIES_SQL = """
+select e.id from ledger.entries e
+where not exists (select 1 from ledger.transactions t where t.id = e.transaction_id)
+    or not exists (
+        select 1 from ledger.accounts a where a.name = e.account and a.currency = e.currency)
+order by e.id limit 100
+"""
+
+
+def global_imbalance(cursor: psycopg.Cursor) -> dict[str, Decimal]:
+    """Per currency, the sum of all entries where it is not zero: empty in a sound ledger."""
+    return {currency: Decimal(total) for currency, total in cursor.execute(GLOBAL_SUM_SQL)}
+
+
+def orphan_entries(cursor: psycopg.Cursor) -> list[int]:
+    """Entries (at most 100) without their transaction or without their account."""
+    return [int(entry_id) for (entry_id,) in cursor.execute(ORPHAN_ENTRIES_SQL)]
 
 
 def negative_guarded_accounts(cursor: psycopg.Cursor) -> list[str]:

@@ -1,6 +1,5 @@
 """Blocking quality gates: nothing reaches the ledger or Stripe unless they pass."""
 
-
 import dagster as dg
 
 from orchestration.assets.billing import ledger_usage_accruals
@@ -66,16 +65,20 @@ def usage_lines_conserved(
     asset=ledger_usage_accruals,
     blocking=True,
     partitions_def=daily_partitions,
-    description="Every ledger transaction balances per currency (the whole ledger is verified).",
+    description=(
+        "Every ledger invariant holds over the whole ledger: each transaction balances per "
+        "currency, all entries sum to zero, no orphan entries, no guarded account below zero."
+    ),
 )
 def ledger_balanced(ledger: LedgerResource) -> dg.AssetCheckResult:
     with ledger.open() as book:
         report = book.verify()
     return dg.AssetCheckResult(
-        passed=not report.unbalanced_transactions,
+        passed=report.ok,
         metadata={
             "transactions": report.transactions,
             "entries": report.entries,
+            "problems": dg.MetadataValue.json(report.problems()),
             "unbalanced_transactions": dg.MetadataValue.json(report.unbalanced_transactions[:20]),
             "content_hash": report.content_hash,
         },

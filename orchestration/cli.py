@@ -189,22 +189,64 @@ def stripe_server(
 
 
 @ledger_app.command("verify")
-def ledger_verify() -> None:
-    """Check every transaction balances; print counts and the ledger's content hash."""
+def ledger_verify(
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="Also recompute each transaction's hash.")
+    ] = False,
+) -> None:
+    """Check every invariant of the ledger; exit 1 if any is violated."""
     from ledger import Ledger
-    from orchestration.resources import build_resources
 
-    ledger_resource = build_resources()["ledger"]
-    with Ledger.connect(ledger_resource.resolved_url()) as book:  # type: ignore[attr-defined]
-        report = book.verify()
+    with Ledger.connect(_ledger_url()) as book:
+        report = book.verify(recompute_hashes=recompute)
     typer.echo(f"transactions: {report.transactions}")
     typer.echo(f"entries: {report.entries}")
-    typer.echo(f"unbalanced transactions: {len(report.unbalanced_transactions)}")
     typer.echo(f"content hash: {report.content_hash}")
-    if report.unbalanced_transactions:
-        for key in report.unbalanced_transactions[:20]:
-            typer.echo(f"  unbalanced: {key}", err=True)
+    problems = report.problems()
+    for problem in problems:
+        typer.echo(f"VIOLATED: {problem}", err=True)
+    typer.echo("invariants: " + ("all hold" if not problems else f"{len(problems)} violated"))
+    if problems:
         raise typer.Exit(1)
+
+
+@ledger_app.command("balances")
+def ledger_balances(
+    customer: Annotated[str | None, typer.Option(help="Only this customer's accounts.")] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Business time: transactions effective at or before it."),
+    ] = None,
+    known_at: Annotated[
+        datetime | None,
+        typer.Option("--known-at", help="System time: transactions posted at or before it."),
+    ] = None,
+) -> None:
+    """Balances per account (debits positive), exact, as of a business and/or system time."""
+    from ledger import Ledger
+
+    prefix = f"customer:{customer}:" if customer else ""
+    with Ledger.connect(_ledger_url()) as book:
+        balances = book.balances(account_prefix=prefix, as_of=_utc(as_of), known_at=_utc(known_at))
+    if not balances:
+        typer.echo(f"No entries{f' for customer {customer}' if customer else ''}.")
+        return
+    width = max(len(account) for account, _ in balances)
+    for (account, currency), amount in balances.items():
+        typer.echo(f"{account:<{width}}  {amount:>20} {currency} (minor units)")
+
+
+def _ledger_url() -> str:
+    from orchestration.resources import ledger_url_outside_dagster
+
+    return ledger_url_outside_dagster()
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is read as UTC, like every time in the ledger."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _run_range(settings: Settings, first_day: date, last_day: date, chunk_days: int) -> None:
@@ -232,7 +274,11 @@ def _run_range(settings: Settings, first_day: date, last_day: date, chunk_days: 
             progress.label = f"{outcome.first_day}..{outcome.last_day} {state}"
 
         outcomes = run_days(
-            settings, first_day, last_day, chunk_days=chunk_days, on_chunk_done=advance,
+            settings,
+            first_day,
+            last_day,
+            chunk_days=chunk_days,
+            on_chunk_done=advance,
             log_level="INFO",
         )
     for outcome in outcomes:
@@ -296,10 +342,10 @@ def _local_stripe_meter_events(api_base: str) -> int | None:
 
 
 def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
-    from orchestration.resources import build_resources
+    from orchestration.resources import ledger_url_outside_dagster
     from orchestration.summary import collect_summary, format_minor
 
-    ledger_url = build_resources(settings)["ledger"].resolved_url()  # type: ignore[attr-defined]
+    ledger_url = ledger_url_outside_dagster(settings)
     figures = collect_summary(str(settings.warehouse_path), ledger_url)
     typer.echo("")
     typer.echo("Meterbook summary")

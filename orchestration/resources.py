@@ -118,6 +118,15 @@ def _secret(name: str, default: str | None) -> dg.EnvVar | str | None:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def ledger_url_outside_dagster(settings: Settings | None = None) -> str:
+    """The ledger's URL for code that runs outside a Dagster run (the CLI): the resource's
+    ``EnvVar`` is only resolved by Dagster, so read the same variable here."""
+    settings = settings or get_settings()
+    return LedgerResource(
+        url=os.environ.get("METERBOOK_LEDGER_URL") or None, data_dir=str(settings.ledger_data_dir)
+    ).resolved_url()
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or get_settings()
     return {

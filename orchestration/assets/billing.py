@@ -4,14 +4,18 @@ Both compare what is rated now with what was already posted or sent, and write o
 difference under keys derived from the slot and revision, so any re-run is harmless.
 """
 
-
 from datetime import date
 
 import dagster as dg
 import duckdb
 import psycopg
 
-from ledger.usage_accruals import USAGE_ACCRUAL_KIND, RatedSlot, plan_usage_accruals
+from ledger.usage_accruals import (
+    USAGE_ACCRUAL_KIND,
+    RatedSlot,
+    accrual_effective_at,
+    plan_usage_accruals,
+)
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
 from stripe_sync import outbox
@@ -75,9 +79,10 @@ def ledger_usage_accruals(
         for c, m, d, cur, amount, _ in rows
     ]
     with ledger.open() as book:
-        transactions = plan_usage_accruals(
-            rated, posted=book.cause_totals(USAGE_ACCRUAL_KIND), usage_dates=usage_dates
+        posted = book.cause_totals(
+            USAGE_ACCRUAL_KIND, effective_at=[accrual_effective_at(day) for day in usage_dates]
         )
+        transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
         result = book.post_many(transactions)
         report = book.verify()
     context.log.info(

@@ -5,7 +5,6 @@ incremental models rebuild only the usage dates those arrival days touched. dbt 
 Dagster asset checks; a failing test stops dbt's downstream models and the billing assets.
 """
 
-
 import json
 import os
 import subprocess

@@ -1,6 +1,5 @@
 """Assets that bring raw files into the warehouse: Stripe exports and usage logs."""
 
-
 from datetime import date
 
 import dagster as dg

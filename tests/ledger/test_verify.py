@@ -101,3 +101,19 @@ def test_verify_finds_what_bypassed_the_database(book: Ledger, raw: psycopg.Conn
     # Recomputed from the rows, the ledger hash shows the change; the stored hashes cannot.
     assert report.content_hash != book.verify().content_hash
     assert report.content_hash != healthy.content_hash
+
+
+def test_verify_finds_orphans_and_a_global_imbalance(book: Ledger, raw: psycopg.Connection) -> None:
+    book.post_many([transfer("t1", "a", "b", "1")])
+    assert book.verify().ok
+    bypass_triggers(raw)
+    with raw.transaction():
+        raw.execute(
+            "insert into ledger.entries (transaction_id, account, amount_minor, currency) "
+            "values (999999, 'a', 5, 'usd'), (999999, 'nowhere', -2, 'usd')"
+        )
+    report = book.verify()
+    assert report.global_imbalance == {"usd": Decimal("3")}
+    assert len(report.orphan_entries) == 2
+    assert not report.ok
+    assert any("orphan" in problem for problem in report.problems())
