@@ -6,6 +6,7 @@ import dagster as dg
 
 from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
 from orchestration.assets.dbt import meterbook_dbt_models
+from orchestration.assets.finance import ledger_replica
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
     accepted_usage_events_suite,
@@ -25,6 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             meterbook_dbt_models,
             ledger_usage_accruals,
             stripe_meter_events,
+            ledger_replica,
         ],
         asset_checks=[accepted_usage_events_suite, usage_lines_conserved, ledger_balanced],
         jobs=[daily_billing_job],

@@ -122,8 +122,16 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
         for customer, amount in EXPECTED_RECEIVABLE.items():
             assert book.balance(unbilled_receivable_account(customer), "usd") == amount
         assert book.balance("platform:usage_revenue", "usd") == -sum(EXPECTED_RECEIVABLE.values())
+        ledger_balances = book.balances()
     transactions, _ = _ledger_state(pipeline_env.ledger_url)
     assert transactions == EXPECTED_LEDGER_TRANSACTIONS
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        replica = conn.execute(
+            "select account, currency, sum(amount_minor) from ledger.entries group by all"
+        ).fetchall()
+        (replicated,) = conn.execute("select count(*) from ledger.transactions").fetchone() or (0,)
+    assert {(a, c): Decimal(total) for a, c, total in replica} == ledger_balances
+    assert replicated == EXPECTED_LEDGER_TRANSACTIONS
 
     events = _meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
