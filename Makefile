@@ -15,6 +15,7 @@ lint:
 
 bench:
 	uv run --frozen python bench/end_to_end.py
+	uv run --frozen python bench/ledger_posting.py
 
 ui:
 	uv run --frozen meterbook ui
