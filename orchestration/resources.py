@@ -76,16 +76,36 @@ class StripeResource(dg.ConfigurableResource):
     local_db: str
     local_now: str | None = None
     local_seed_customers_csv: str | None = None
+    local_faults: str | None = None
+    meter_events_api: str = "stream"
+    timeout_seconds: float = 30.0
+
+    @property
+    def is_local(self) -> bool:
+        return self.api_base.startswith(("http://127.0.0.1", "http://localhost"))
 
     def client(self) -> stripe.StripeClient:
-        if self.api_base.startswith(("http://127.0.0.1", "http://localhost")):
+        """A client with the secret key; starts the local server first when it is the target.
+
+        The same code talks to Stripe and to the local server; only the addresses differ.
+        Retries are ours (the outbox's sender), so the client's own are off.
+        """
+        if self.is_local:
             self._ensure_local_server()
-            return stripe.StripeClient(
-                self.api_key,
-                base_addresses={"api": self.api_base, "meter_events": self.api_base},
-                max_network_retries=0,
-            )
-        return stripe.StripeClient(self.api_key, max_network_retries=0)
+        return self.client_with_key(self.api_key)
+
+    def client_with_key(self, api_key: str) -> stripe.StripeClient:
+        """A client with the same addresses and timeout and another key (a meter event
+        session token)."""
+        addresses: dict[str, str] = (
+            {"api": self.api_base, "meter_events": self.api_base} if self.is_local else {}
+        )
+        return stripe.StripeClient(
+            api_key,
+            base_addresses=addresses,  # type: ignore[arg-type]
+            max_network_retries=0,
+            http_client=stripe.new_default_http_client(timeout=self.timeout_seconds),
+        )
 
     def _ensure_local_server(self) -> None:
         from stripe_local.server import is_running, start_detached
@@ -100,6 +120,7 @@ class StripeResource(dg.ConfigurableResource):
             seed_customers_csv=(
                 Path(self.local_seed_customers_csv) if self.local_seed_customers_csv else None
             ),
+            faults=self.local_faults,
         )
         # The server outlives this run; its pid file is how a person stops it.
         Path(self.local_db).with_suffix(".pid").write_text(f"{process.pid}\n")
@@ -142,6 +163,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             local_db=str(settings.stripe_local_db),
             local_now=settings.stripe_local_now,
             local_seed_customers_csv=str(settings.raw_stripe_dir / "customers.csv"),
+            local_faults=settings.stripe_local_faults,
+            meter_events_api=settings.stripe_meter_events_api,
+            timeout_seconds=settings.stripe_timeout_seconds,
         ),
         "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR)),
     }

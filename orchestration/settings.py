@@ -29,6 +29,11 @@ class Settings:
     stripe_api_base: str
     stripe_api_key: str
     stripe_local_now: str | None
+    # "stream": the v2 meter event stream (100 events a request); "v1": one request per event.
+    stripe_meter_events_api: str
+    stripe_timeout_seconds: float
+    # Faults the local Stripe injects (a test and demo tool), e.g. "rate=0.1,seed=7".
+    stripe_local_faults: str | None
     partitions_start_date: str
     duckdb_memory_limit: str
 
@@ -71,6 +76,18 @@ def get_settings() -> Settings:
         ).rstrip("/"),
         stripe_api_key=os.environ.get("STRIPE_API_KEY", LOCAL_STRIPE_API_KEY),
         stripe_local_now=os.environ.get("METERBOOK_STRIPE_LOCAL_NOW") or None,
+        stripe_meter_events_api=_choice(
+            "METERBOOK_STRIPE_METER_EVENTS_API", ("stream", "v1"), default="stream"
+        ),
+        stripe_timeout_seconds=float(os.environ.get("METERBOOK_STRIPE_TIMEOUT_SECONDS", "30")),
+        stripe_local_faults=os.environ.get("METERBOOK_STRIPE_LOCAL_FAULTS") or None,
         partitions_start_date=os.environ.get("METERBOOK_PARTITIONS_START", "2025-01-01"),
         duckdb_memory_limit=os.environ.get("METERBOOK_DUCKDB_MEMORY_LIMIT", "1GB"),
     )
+
+
+def _choice(name: str, allowed: tuple[str, ...], *, default: str) -> str:
+    value = os.environ.get(name, default)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
+    return value

@@ -1,6 +1,6 @@
-"""A strict Stripe-compatible HTTP API for what Meterbook uses: customers, Billing Meters and
-meter events, with Stripe's idempotency rules, parameter checks and error shapes, so code that
-passes against it works unchanged against Stripe."""
+"""A strict Stripe-compatible HTTP API for what Meterbook uses: customers, Billing Meters, meter
+events (v1, and the v2 stream), with Stripe's idempotency rules, parameter checks and error
+shapes, so code that passes against it works unchanged against Stripe. Faults on demand."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stripe_local.errors import StripeError, new_id, not_found, request_id_header
+from stripe_local.faults import FaultInjector, FaultPlan
 from stripe_local.params import (
     check_parameters,
     hash_param,
@@ -30,6 +31,7 @@ from stripe_local.params import (
     string_param,
 )
 from stripe_local.store import LocalStripeStore
+from stripe_local.v2 import v2_meter_event_routes
 
 Clock = Callable[[], int]
 Action = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -118,8 +120,11 @@ def listing(
     return {"object": "list", "url": request.url.path, "data": page, "has_more": has_more}
 
 
-def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
-    """The ASGI app: Stripe's routes over ``store``, with ``clock()`` as the server's time."""
+def create_app(
+    store: LocalStripeStore, clock: Clock, fault_plan: FaultPlan | None = None
+) -> FaultInjector:
+    """The ASGI app: Stripe's routes over ``store``, with ``clock()`` as the server's time,
+    behind the fault injector (which injects nothing unless ``fault_plan`` says so)."""
 
     def handler(
         action: Action, route_name: str, *, idempotent: bool
@@ -352,10 +357,11 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
 
     # Meter events ---------------------------------------------------------------------------
 
-    async def create_meter_event(request: Request, params: dict[str, Any]) -> dict[str, Any]:
-        check_parameters(params, billing_params.MeterEventCreateParams)
-        event_name = string_param(params, "event_name") or ""
-        payload = hash_param(params, "payload")
+    def accept_meter_event(
+        event_name: str, payload: dict[str, Any], timestamp: int | None, identifier: str | None
+    ) -> dict[str, Any] | None:
+        """Record one meter event by Stripe's rules (v1 and v2 alike): the event, or None when
+        its identifier was recorded before. Raises ``StripeError`` for an event Stripe refuses."""
         meter = active_meter(event_name)
         if meter is None:
             raise StripeError(
@@ -397,7 +403,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 param=f"payload[{value_key}]",
             )
         now = clock()
-        timestamp = integer_param(params, "timestamp", default=now)
+        timestamp = now if timestamp is None else timestamp
         if timestamp < now - METER_EVENT_MAX_AGE_SECONDS:
             raise StripeError(
                 400,
@@ -414,7 +420,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 code="timestamp_in_future",
                 param="timestamp",
             )
-        identifier = string_param(params, "identifier") or new_id("mev")
+        identifier = identifier or new_id("mev")
         if len(identifier) > IDENTIFIER_MAX_LENGTH:
             raise StripeError(
                 400,
@@ -430,7 +436,19 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             "payload": payload,
             "timestamp": timestamp,
         }
-        if not store.add_meter_event(event, customer_id, int(raw_value)):
+        return event if store.add_meter_event(event, customer_id, int(raw_value)) else None
+
+    async def create_meter_event(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, billing_params.MeterEventCreateParams)
+        identifier = string_param(params, "identifier")
+        timestamp = integer_param(params, "timestamp") if "timestamp" in params else None
+        event = accept_meter_event(
+            string_param(params, "event_name") or "",
+            hash_param(params, "payload"),
+            timestamp,
+            identifier,
+        )
+        if event is None:
             # Stripe's answer, as observed against it: a 400 invalid_request_error with this
             # message, no code and no param, and Stripe-Should-Retry: false.
             raise StripeError(
@@ -439,6 +457,22 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
                 should_retry=False,
             )
         return event
+
+    def record_meter_event_error(report: dict[str, Any]) -> None:
+        store.put(
+            {
+                "id": new_id("mee"),
+                "object": "billing.meter_event_error",
+                "created": clock(),
+                **report,
+            }
+        )
+
+    def v2_accept(
+        event_name: str, payload: dict[str, str], timestamp: int | None, identifier: str | None
+    ) -> bool:
+        with store.lock:
+            return accept_meter_event(event_name, payload, timestamp, identifier) is not None
 
     async def event_summaries(request: Request, params: dict[str, Any]) -> dict[str, Any]:
         check_parameters(params, billing_params.MeterListEventSummariesParams)
@@ -487,12 +521,26 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
     async def local_meter_events(request: Request) -> Response:
         return JSONResponse(store.meter_events())
 
+    async def local_meter_event_errors(request: Request) -> Response:
+        return JSONResponse(store.list("billing.meter_event_error"))
+
+    async def local_faults(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                faults.plan = FaultPlan.parse((await request.body()).decode())
+            except ValueError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse(faults.plan.describe())
+
     async def local_stats(request: Request) -> Response:
         return JSONResponse(
             {
                 "customers": store.count("customer"),
                 "meters": store.count("billing.meter"),
                 "meter_events": store.meter_event_count(),
+                "meter_event_errors": store.count("billing.meter_event_error"),
+                "v2_duplicates_ignored": store.counter("v2_duplicates_ignored"),
+                "faults_injected": faults.plan.describe()["injected"],
                 "idempotent_replays": store.counter("idempotent_replays"),
                 "requests": store.counter("requests"),
                 "requests_by_path": {
@@ -526,7 +574,7 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             )
         return routes
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *route("/v1/customers", get=list_customers, post=create_customer),
             *route("/v1/customers/{id}", get=get_customer),
@@ -536,8 +584,19 @@ def create_app(store: LocalStripeStore, clock: Clock) -> Starlette:
             *route("/v1/billing/meters/{id}/reactivate", post=reactivate_meter),
             *route("/v1/billing/meters/{id}/event_summaries", get=event_summaries),
             *route("/v1/billing/meter_events", post=create_meter_event),
+            *v2_meter_event_routes(
+                clock=clock,
+                api_key_of=api_key_of,
+                accept_event=v2_accept,
+                record_error=record_meter_event_error,
+                bump=store.bump,
+            ),
             Route("/_local/meter_events", local_meter_events, methods=["GET"]),
+            Route("/_local/meter_event_errors", local_meter_event_errors, methods=["GET"]),
+            Route("/_local/faults", local_faults, methods=["GET", "POST"]),
             Route("/_local/stats", local_stats, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: http_error},
     )
+    faults = FaultInjector(app, fault_plan)
+    return faults

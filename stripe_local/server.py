@@ -17,6 +17,7 @@ from types import TracebackType
 import uvicorn
 
 from stripe_local.app import Clock, create_app
+from stripe_local.faults import FaultPlan
 from stripe_local.store import LocalStripeStore
 
 HOST = "127.0.0.1"
@@ -57,7 +58,9 @@ class LocalStripeServer:
     State lives in ``db_path`` (SQLite; ``":memory:"`` for none); ``now`` fixes the clock
     (ISO text or Unix seconds), or ``clock`` (a callable returning Unix seconds) drives it, e.g.
     to step past Stripe's 24-hour windows in a test; ``seed_customers_csv`` (a Stripe customers
-    export, skipped when absent) is loaded on start. The store is closed when the block ends.
+    export, skipped when absent) is loaded on start; ``faults`` injects errors (see
+    ``stripe_local.faults``; ``POST /_local/faults`` changes them while serving). The store is
+    closed when the block ends.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class LocalStripeServer:
         now: str | int | None = None,
         seed_customers_csv: Path | str | None = None,
         clock: Clock | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         if now is not None and clock is not None:
             raise ValueError("give either now or clock, not both")
@@ -83,7 +87,7 @@ class LocalStripeServer:
                 self.store.close()
                 raise
         config = uvicorn.Config(
-            create_app(self.store, clock),
+            create_app(self.store, clock, faults),
             host=HOST,
             port=self.port,
             log_level="warning",
@@ -143,6 +147,7 @@ def start_detached(
     db_path: Path | str,
     now: str | None = None,
     seed_customers_csv: Path | str | None = None,
+    faults: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m stripe_local`` in its own session; it outlives the caller.
 
@@ -156,6 +161,9 @@ def start_detached(
         command += ["--now", now]
     if seed_customers_csv is not None and Path(seed_customers_csv).exists():
         command += ["--seed-customers", str(seed_customers_csv)]
+    if faults:
+        FaultPlan.parse(faults)  # fail here too
+        command += ["--faults", faults]
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with db_path.with_suffix(".log").open("ab") as log:
         return subprocess.Popen(

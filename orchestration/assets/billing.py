@@ -19,6 +19,7 @@ from ledger.usage_accruals import (
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
 from stripe_sync import outbox
+from stripe_sync.meter_event_stream import send_pending_meter_events_stream
 from stripe_sync.meter_events import (
     METER_EVENT_OPERATION,
     MeterSlot,
@@ -109,7 +110,8 @@ def ledger_usage_accruals(
     kinds={"stripe"},
     description=(
         "Usage sent to Stripe Billing Meters through the outbox: one meter event per customer, "
-        "meter and day revision, with a deterministic identifier and Idempotency-Key."
+        "meter and day revision, with a deterministic identifier, in batches of 100 on the v2 "
+        "meter event stream (or one per request on v1)."
     ),
 )
 def stripe_meter_events(
@@ -139,7 +141,10 @@ def stripe_meter_events(
             usage_dates=usage_dates,
         )
         recorded = outbox.record_intents(conn, intents)
-        report = send_pending_meter_events(conn, client)
+        if stripe.meter_events_api == "stream":
+            report = send_pending_meter_events_stream(conn, client, stripe.client_with_key)
+        else:
+            report = send_pending_meter_events(conn, client)
         states = outbox.state_counts(conn)
     for decrease in decreases:
         context.log.warning(f"Usage went down after it was sent to Stripe: {decrease}")
