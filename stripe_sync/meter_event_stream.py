@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
@@ -56,25 +57,29 @@ log = logging.getLogger(__name__)
 
 
 class MeterEventSession:
-    """The current session token, created with the secret key and renewed when due."""
+    """The current session, created with the secret key and renewed when due, and a client
+    authenticated by its token (one per session, so its connections are reused)."""
 
-    def __init__(self, client: stripe.StripeClient) -> None:
+    def __init__(
+        self, client: stripe.StripeClient, stream_client: Callable[[str], stripe.StripeClient]
+    ) -> None:
         self._client = client
+        self._stream_client = stream_client
         self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_at = datetime.min.replace(tzinfo=UTC)
+        self._current: stripe.StripeClient | None = None
+        self._renew_at = 0.0  # time.monotonic() seconds
 
-    def token(self, *, renew: bool = False) -> str:
+    def client(self, *, renew: bool = False) -> stripe.StripeClient:
         with self._lock:
-            if (
-                renew
-                or self._token is None
-                or datetime.now(UTC) >= (self._expires_at - SESSION_RENEW_BEFORE)
-            ):
+            if renew or self._current is None or time.monotonic() >= self._renew_at:
+                started = time.monotonic()
                 session = self._client.v2.billing.meter_event_session.create()
-                self._token = session.authentication_token
-                self._expires_at = _parse_time(session.expires_at)
-            return self._token
+                self._current = self._stream_client(session.authentication_token)
+                # The session's lifetime by Stripe's clock, counted on ours: immune to a
+                # difference between the two clocks.
+                lifetime = _parse_time(session.expires_at) - _parse_time(session.created)
+                self._renew_at = started + (lifetime - SESSION_RENEW_BEFORE).total_seconds()
+            return self._current
 
 
 def _parse_time(value: object) -> datetime:
@@ -150,10 +155,12 @@ def send_pending_meter_events_stream(
     *,
     max_attempts: int = MAX_ATTEMPTS,
     concurrency: int = CONCURRENT_BATCHES,
+    session: MeterEventSession | None = None,
 ) -> SendReport:
     """Send every pending meter event in batches on the v2 stream; record outcomes as batches
     finish. ``stream_client(token)`` builds a client authenticated by a session token with the
-    same addresses as ``client``."""
+    same addresses as ``client``; a long-lived caller may pass its ``session`` to reuse it
+    across sends."""
     writes = pending_writes(conn, METER_EVENT_OPERATION)
     batches = [
         writes[start : start + EVENTS_PER_REQUEST]
@@ -161,7 +168,7 @@ def send_pending_meter_events_stream(
     ]
     if not batches:
         return SendReport(sent=0, dead=0, attempts=0, still_pending=0)
-    session = MeterEventSession(client, stream_client)
+    session = session or MeterEventSession(client, stream_client)
     counts = {"sent": 0, "dead": 0, "pending": 0}
     attempts_total = 0
     finished: list[WriteOutcome] = []
