@@ -1,12 +1,14 @@
 """Blocking quality gates: nothing reaches the ledger or Stripe unless they pass."""
 
 import dagster as dg
+import psycopg
 
-from orchestration.assets.billing import ledger_usage_accruals
+from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
 from orchestration.assets.ingestion import ACCEPTED_USAGE_EVENTS, USAGE_FILE_COUNTS
 from orchestration.partitions import daily_partitions
 from orchestration.quality.usage_suite import usage_profile, validate_usage_profile
 from orchestration.resources import LedgerResource, WarehouseResource
+from stripe_sync import outbox
 
 
 @dg.asset_check(
@@ -81,5 +83,39 @@ def ledger_balanced(ledger: LedgerResource) -> dg.AssetCheckResult:
             "problems": dg.MetadataValue.json(report.problems()),
             "unbalanced_transactions": dg.MetadataValue.json(report.unbalanced_transactions[:20]),
             "content_hash": report.content_hash,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=stripe_meter_events,
+    partitions_def=daily_partitions,
+    description=(
+        "No dead letters in the Stripe outbox (writes Stripe refused as invalid) and nothing "
+        "left pending; lists them with Stripe's last error. A warning: it does not stop runs."
+    ),
+)
+def stripe_outbox_clear(ledger: LedgerResource) -> dg.AssetCheckResult:
+    with psycopg.connect(ledger.resolved_url(), autocommit=True) as conn:
+        outbox.ensure_schema(conn)
+        counts = outbox.state_counts(conn)
+        problems = outbox.problem_writes(conn, limit=20)
+    return dg.AssetCheckResult(
+        passed=not counts.get("dead") and not counts.get("pending"),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "outbox_states": dg.MetadataValue.json(counts),
+            "problem_writes": dg.MetadataValue.json(
+                [
+                    {
+                        "state": p.state,
+                        "slot": p.slot_id,
+                        "revision": p.revision,
+                        "attempts": p.attempts,
+                        "last_error": p.last_error,
+                    }
+                    for p in problems
+                ]
+            ),
         },
     )

@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+stripe_app = typer.Typer(help="Inspect what was sent to Stripe.", no_args_is_help=True)
+app.add_typer(stripe_app, name="stripe")
 
 DEMO_CUSTOMERS = 25
 DEMO_EVENTS_PER_DAY = 20_000
@@ -165,6 +167,37 @@ def ui(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000
         sys.executable,
         [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
     )
+
+
+@stripe_app.command("outbox")
+def stripe_outbox(
+    limit: Annotated[int, typer.Option(help="Problem writes to list at most.")] = 50,
+) -> None:
+    """The Stripe outbox: writes per state, and the dead letters and failing pending writes
+    with Stripe's last error. Exit 1 when there are dead letters."""
+    import psycopg
+
+    from stripe_sync import outbox
+
+    with psycopg.connect(_ledger_url(), autocommit=True) as conn:
+        outbox.ensure_schema(conn)
+        counts = outbox.state_counts(conn)
+        problems = outbox.problem_writes(conn, limit)
+    typer.echo(
+        "outbox: " + ", ".join(f"{s} {counts.get(s, 0):,}" for s in ("sent", "pending", "dead"))
+    )
+    for write in problems:
+        typer.echo(
+            f"  {write.state:<7} {write.operation} {write.slot_id} r{write.revision} "
+            f"after {write.attempts} attempts: {write.last_error or '(no error recorded)'}"
+        )
+    if counts.get("dead"):
+        typer.echo(
+            "Dead letters were refused by Stripe and will not be retried: fix the cause (the "
+            "error says what), then record a new revision.",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("stripe-server")

@@ -11,6 +11,7 @@ from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
     accepted_usage_events_suite,
     ledger_balanced,
+    stripe_outbox_clear,
     usage_lines_conserved,
 )
 from orchestration.jobs import daily_billing_job, daily_billing_schedule
@@ -28,7 +29,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             stripe_meter_events,
             ledger_replica,
         ],
-        asset_checks=[accepted_usage_events_suite, usage_lines_conserved, ledger_balanced],
+        asset_checks=[
+            accepted_usage_events_suite,
+            usage_lines_conserved,
+            ledger_balanced,
+            stripe_outbox_clear,
+        ],
         jobs=[daily_billing_job],
         schedules=[daily_billing_schedule],
         resources=build_resources(settings),

@@ -77,32 +77,33 @@ class StripeResource(dg.ConfigurableResource):
     local_now: str | None = None
     local_seed_customers_csv: str | None = None
     local_faults: str | None = None
+    # Where v2 meter event streams go: Stripe's meter-events host, or the local server.
+    meter_events_base: str = "https://meter-events.stripe.com"
     meter_events_api: str = "stream"
     timeout_seconds: float = 30.0
+    # Start the local server when api_base is on this machine and nothing answers there.
+    autostart_local: bool = True
 
     @property
     def is_local(self) -> bool:
         return self.api_base.startswith(("http://127.0.0.1", "http://localhost"))
 
     def client(self) -> stripe.StripeClient:
-        """A client with the secret key; starts the local server first when it is the target.
+        """A client with the secret key; starts the local server first when configured to.
 
-        The same code talks to Stripe and to the local server; only the addresses differ.
-        Retries are ours (the outbox's sender), so the client's own are off.
+        The same code talks to Stripe and to the local server: only the configured addresses
+        differ. Retries are ours (the outbox's sender), so the client's own are off.
         """
-        if self.is_local:
+        if self.is_local and self.autostart_local:
             self._ensure_local_server()
         return self.client_with_key(self.api_key)
 
     def client_with_key(self, api_key: str) -> stripe.StripeClient:
         """A client with the same addresses and timeout and another key (a meter event
         session token)."""
-        addresses: dict[str, str] = (
-            {"api": self.api_base, "meter_events": self.api_base} if self.is_local else {}
-        )
         return stripe.StripeClient(
             api_key,
-            base_addresses=addresses,  # type: ignore[arg-type]
+            base_addresses={"api": self.api_base, "meter_events": self.meter_events_base},
             max_network_retries=0,
             http_client=stripe.new_default_http_client(timeout=self.timeout_seconds),
         )
@@ -164,7 +165,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
             local_now=settings.stripe_local_now,
             local_seed_customers_csv=str(settings.raw_stripe_dir / "customers.csv"),
             local_faults=settings.stripe_local_faults,
+            meter_events_base=settings.stripe_meter_events_base,
             meter_events_api=settings.stripe_meter_events_api,
+            autostart_local=settings.stripe_local_autostart,
             timeout_seconds=settings.stripe_timeout_seconds,
         ),
         "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR)),

@@ -29,6 +29,8 @@ class Settings:
     stripe_api_base: str
     stripe_api_key: str
     stripe_local_now: str | None
+    stripe_meter_events_base: str
+    stripe_local_autostart: bool
     # "stream": the v2 meter event stream (100 events a request); "v1": one request per event.
     stripe_meter_events_api: str
     stripe_timeout_seconds: float
@@ -59,21 +61,27 @@ class Settings:
 
     @property
     def uses_local_stripe(self) -> bool:
-        return self.stripe_api_base.startswith(("http://127.0.0.1", "http://localhost"))
+        return _is_local(self.stripe_api_base)
 
 
 def get_settings() -> Settings:
     """Read the environment once per call; tests change it with monkeypatch."""
     data_dir = Path(os.environ.get("METERBOOK_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+    api_base = os.environ.get(
+        "METERBOOK_STRIPE_API_BASE", f"http://127.0.0.1:{LOCAL_STRIPE_PORT}"
+    ).rstrip("/")
     return Settings(
         data_dir=data_dir,
         warehouse_path=Path(
             os.environ.get("METERBOOK_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")
         ).resolve(),
         ledger_url=os.environ.get("METERBOOK_LEDGER_URL") or None,
-        stripe_api_base=os.environ.get(
-            "METERBOOK_STRIPE_API_BASE", f"http://127.0.0.1:{LOCAL_STRIPE_PORT}"
+        stripe_api_base=api_base,
+        stripe_meter_events_base=os.environ.get(
+            "METERBOOK_STRIPE_METER_EVENTS_BASE",
+            api_base if _is_local(api_base) else "https://meter-events.stripe.com",
         ).rstrip("/"),
+        stripe_local_autostart=os.environ.get("METERBOOK_STRIPE_LOCAL_AUTOSTART", "1") != "0",
         stripe_api_key=os.environ.get("STRIPE_API_KEY", LOCAL_STRIPE_API_KEY),
         stripe_local_now=os.environ.get("METERBOOK_STRIPE_LOCAL_NOW") or None,
         stripe_meter_events_api=_choice(
@@ -91,3 +99,7 @@ def _choice(name: str, allowed: tuple[str, ...], *, default: str) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}.")
     return value
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "http://localhost"))

@@ -176,3 +176,31 @@ def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> N
 def state_counts(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute("select state, count(*) from stripe_sync.outbox group by state").fetchall()
     return {state: int(count) for state, count in rows}
+
+
+@dataclass(frozen=True)
+class ProblemWrite:
+    """A write a person may need to look at: dead (Stripe refused it) or pending after errors."""
+
+    idempotency_key: str
+    operation: str
+    slot_id: str
+    revision: int
+    state: str
+    attempts: int
+    last_error: str | None
+
+
+def problem_writes(conn: psycopg.Connection, limit: int = 100) -> list[ProblemWrite]:
+    """Dead letters first, then pending writes that have failed before; oldest first."""
+    rows = conn.execute(
+        """
+        select idempotency_key, operation, slot_id, revision, state, attempts, last_error
+        from stripe_sync.outbox
+        where state = 'dead' or (state = 'pending' and attempts > 0)
+        order by state = 'dead' desc, id
+        limit %s
+        """,
+        [limit],
+    ).fetchall()
+    return [ProblemWrite(*row) for row in rows]

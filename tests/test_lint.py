@@ -11,6 +11,9 @@ from orchestration.settings import PROJECT_ROOT
 def test_ruff_finds_nothing() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "."],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
