@@ -34,6 +34,7 @@ class PlatformAccount(StrEnum):
     STRIPE_CLEARING = "stripe_clearing"  # cash collected by Stripe, not paid out yet (asset)
     REFUNDS = "refunds"  # money given back (contra revenue)
     ADJUSTMENTS = "adjustments"  # manual corrections of what a customer owes (contra revenue)
+    BAD_DEBT = "bad_debt"  # receivables written off as uncollectible (expense)
 
 
 CUSTOMER_SIDES: dict[CustomerAccount, NormalSide] = {
@@ -54,6 +55,7 @@ PLATFORM_SIDES: dict[PlatformAccount, NormalSide] = {
     PlatformAccount.STRIPE_CLEARING: "debit",
     PlatformAccount.REFUNDS: "debit",
     PlatformAccount.ADJUSTMENTS: "debit",
+    PlatformAccount.BAD_DEBT: "debit",
 }
 
 

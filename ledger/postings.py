@@ -258,6 +258,31 @@ def payment_received(
     )
 
 
+def write_off(
+    *,
+    invoice_id: str,
+    customer_id: str,
+    amount_minor: Decimal,
+    currency: str,
+    effective_at: datetime,
+) -> Transaction:
+    """An invoice given up on (Stripe: marked uncollectible): its open amount becomes bad debt."""
+    what = f"Write-off of invoice {invoice_id}"
+    amount = _whole_cents(what, _positive(what, amount_minor))
+    return _transfer(
+        key=f"write_off:{invoice_id}",
+        kind="write_off",
+        cause_type="invoice",
+        cause_id=invoice_id,
+        effective_at=effective_at,
+        debit=platform_account(PlatformAccount.BAD_DEBT),
+        credit=customer_account(customer_id, CustomerAccount.RECEIVABLE),
+        amount=amount,
+        currency=currency,
+        metadata={"customer_id": customer_id},
+    )
+
+
 def refund(
     *,
     refund_id: str,

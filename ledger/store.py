@@ -559,41 +559,50 @@ def _stage_transactions(cursor: psycopg.Cursor, batch: Sequence[Transaction]) ->
 
 
 def _check_reversed_originals(cursor: psycopg.Cursor) -> None:
-    """A reversal's original must have been posted before this batch."""
+    """A reversal's original must be posted already, or be in this batch."""
     missing = cursor.execute(
         "select s.transaction_key || ' reverses ' || s.reverses_key from staged_transactions s "
-        "where s.reverses_key is not null and not exists (select 1 from ledger.transactions o "
-        "where o.transaction_key = s.reverses_key) order by 1"
+        "where s.reverses_key is not null "
+        "and not exists (select 1 from ledger.transactions o "
+        "where o.transaction_key = s.reverses_key) "
+        "and not exists (select 1 from staged_transactions o "
+        "where o.transaction_key = s.reverses_key and o.reverses_key is null) order by 1"
     ).fetchall()
     if missing:
         raise LedgerValidationError(
             f"Reversals of transactions that were never posted: {_some([m for (m,) in missing])}."
-            " Post the original first (in an earlier batch). Nothing of this batch was posted."
+            " Post the original first (or in the same batch). Nothing of this batch was posted."
         )
 
 
 def _insert_transactions(cursor: psycopg.Cursor) -> dict[str, int]:
-    """Insert each staged key not posted yet, in key order; returns the new ids by key.
+    """Insert each staged key not posted yet, in key order (originals, then reversals);
+    returns the new ids by key.
 
     ON CONFLICT waits for a concurrent writer of the same key to finish, so the key is then
     either ours or visibly theirs, never posted twice.
     """
+    # Originals first, then reversals, so a reversal finds an original posted in this batch.
+    rows: list[tuple[str, int]] = []
     try:
-        rows = cursor.execute(
-            """
-            insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
-                effective_at, content_hash, metadata, reverses_id)
-            select s.transaction_key, s.kind, s.cause_type, s.cause_id, s.effective_at,
-                s.content_hash, s.metadata,
-                case when s.reverses_key is not null then (
-                    select o.id from ledger.transactions o
-                    where o.transaction_key = s.reverses_key) end
-            from staged_transactions s
-            order by s.ord
-            on conflict (transaction_key) do nothing
-            returning transaction_key, id
-            """
-        ).fetchall()
+        for reversals in (False, True):
+            rows += cursor.execute(
+                """
+                insert into ledger.transactions (transaction_key, kind, cause_type, cause_id,
+                    effective_at, content_hash, metadata, reverses_id)
+                select s.transaction_key, s.kind, s.cause_type, s.cause_id, s.effective_at,
+                    s.content_hash, s.metadata,
+                    case when s.reverses_key is not null then (
+                        select o.id from ledger.transactions o
+                        where o.transaction_key = s.reverses_key) end
+                from staged_transactions s
+                where (s.reverses_key is not null) = %s
+                order by s.ord
+                on conflict (transaction_key) do nothing
+                returning transaction_key, id
+                """,
+                [reversals],
+            ).fetchall()
     except psycopg.errors.UniqueViolation as error:
         if error.diag.constraint_name != "transactions_reversed_once":
             raise

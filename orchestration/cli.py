@@ -200,6 +200,40 @@ def stripe_outbox(
         raise typer.Exit(1)
 
 
+@stripe_app.command("webhooks")
+def stripe_webhooks(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to receive on.")] = 8787,
+    reprocess: Annotated[
+        bool, typer.Option("--reprocess", help="Process stored events again, then exit.")
+    ] = False,
+) -> None:
+    """Receive Stripe webhooks at /stripe/webhooks (signing secret: STRIPE_WEBHOOK_SECRET),
+    or re-process the stored events that failed."""
+    from ledger import Ledger
+    from stripe_sync import webhooks
+
+    url = _ledger_url()
+    if reprocess:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn, Ledger.connect(url) as book:
+            webhooks.ensure_schema(conn)
+            objects, failed = webhooks.process_stored_events(conn, book)
+        typer.echo(f"re-processed the events of {objects} objects; {failed} failed")
+        raise typer.Exit(1 if failed else 0)
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET")
+    if not secret:
+        typer.echo(
+            "Set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_...): every "
+            "event's signature is checked against it.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    import uvicorn
+
+    uvicorn.run(webhooks.create_webhook_app(url, secret), host="127.0.0.1", port=port)
+
+
 @app.command("stripe-server")
 def stripe_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = LOCAL_STRIPE_PORT,

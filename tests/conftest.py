@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,24 @@ FIXTURE_STRIPE_NOW = "2026-10-05T00:00:00Z"
 def postgres_url() -> str:
     """A real PostgreSQL server for the whole session, in a short /tmp path (socket limit)."""
     return embedded_ledger_url(Path(tempfile.mkdtemp(prefix="mbpg")))
+
+
+@pytest.fixture
+def new_database(postgres_url: str) -> Iterator[Callable[[], str]]:
+    """Create empty databases on demand; each is dropped when the test ends."""
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"ledger_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        names.append(name)
+        return postgres_url.replace("/postgres?", f"/{name}?", 1)
+
+    yield create
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture

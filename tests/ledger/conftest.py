@@ -7,31 +7,12 @@ session, shared with the pipeline tests rather than a second one for the ledger.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
 from ledger import Ledger
-
-
-@pytest.fixture
-def new_database(postgres_url: str) -> Iterator[Callable[[], str]]:
-    """Create empty databases on demand; each is dropped when the test ends."""
-    names: list[str] = []
-
-    def create() -> str:
-        name = f"ledger_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        names.append(name)
-        return postgres_url.replace("/postgres?", f"/{name}?", 1)
-
-    yield create
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture

@@ -101,3 +101,13 @@ def test_the_reversal_link_is_content(book: Ledger) -> None:
     )
     with pytest.raises(LedgerConflictError, match="different content"):
         book.post_many([twin])
+
+
+def test_an_original_and_its_reversal_may_share_a_batch(book: Ledger) -> None:
+    """Posted in either order within the batch, the original goes first."""
+    original = transfer("t1", "a", "b", "4")
+    result = book.post_many([original.reversal("a-reversal", LATER), original])
+    assert (result.created, result.existing) == (2, 0)
+    assert book.balance("a", "usd") == 0
+    assert book.post_many([original, original.reversal("a-reversal", LATER)]).existing == 2
+    assert book.verify(recompute_hashes=True).ok
