@@ -79,17 +79,10 @@ class MeterbookDbtTranslator(DagsterDbtTranslator):
         return fqn[1] if len(fqn) > 2 else "dbt"
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=MeterbookDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    ),
-    pool=WAREHOUSE_POOL,
-)
-def meterbook_dbt_models(
+FINANCE_SELECTION = "tag:finance"
+
+
+def _build(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     window = context.partition_time_window
@@ -100,3 +93,40 @@ def meterbook_dbt_models(
     # dbt's profile reads the same variable, so both always point at one warehouse file.
     os.environ["METERBOOK_WAREHOUSE_PATH"] = warehouse.path
     yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=FINANCE_SELECTION,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=MeterbookDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+    pool=WAREHOUSE_POOL,
+)
+def meterbook_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """Usage to billable amounts: staging, intermediate and the billing marts."""
+    yield from _build(context, dbt, warehouse)
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=FINANCE_SELECTION,
+    name="finance_dbt_models",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=MeterbookDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+    pool=WAREHOUSE_POOL,
+)
+def finance_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """The finance marts over the ledger replica; they run after the ledger is copied."""
+    yield from _build(context, dbt, warehouse)

@@ -130,8 +130,14 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
             "select account, currency, sum(amount_minor) from ledger.entries group by all"
         ).fetchall()
         (replicated,) = conn.execute("select count(*) from ledger.transactions").fetchone() or (0,)
+        finance = dict(
+            conn.execute(
+                "select customer_id, unbilled_receivable_minor from customer_balances"
+            ).fetchall()
+        )
     assert {(a, c): Decimal(total) for a, c, total in replica} == ledger_balances
     assert replicated == EXPECTED_LEDGER_TRANSACTIONS
+    assert finance == EXPECTED_RECEIVABLE  # the finance mart, from the replica, to the decimal
 
     events = _meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
