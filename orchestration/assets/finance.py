@@ -9,23 +9,37 @@ from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, WarehouseResource
 
+# One asset per replicated table (dbt sources map to them one to one).
+LEDGER_REPLICA_TABLES = {
+    "transactions": dg.AssetKey("ledger_replica_transactions"),
+    "entries": dg.AssetKey("ledger_replica_entries"),
+    "dunning_events": dg.AssetKey("ledger_replica_dunning_events"),
+}
 
-@dg.asset(
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key,
+            description=(
+                f"The ledger's {table} copied into the warehouse (ledger.{table}), "
+                "incrementally: each run copies every row the replica lacks, whichever "
+                "partition it runs for."
+            ),
+            deps=[ledger_usage_accruals],
+            group_name="finance",
+            kinds={"duckdb", "postgres"},
+        )
+        for table, key in LEDGER_REPLICA_TABLES.items()
+    ],
+    name="ledger_replica",
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[ledger_usage_accruals],
-    group_name="finance",
-    kinds={"duckdb", "postgres"},
     pool=WAREHOUSE_POOL,
-    description=(
-        "The ledger's transactions, entries, accounts and dunning events copied into the "
-        "warehouse (schema ledger), incrementally: each run copies every row the replica lacks, "
-        "whichever partition it runs for."
-    ),
 )
 def ledger_replica(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, ledger: LedgerResource
-) -> dg.MaterializeResult:
+):
     with (
         psycopg.connect(ledger.resolved_url(), autocommit=True) as pg,
         warehouse.connect() as conn,
@@ -35,12 +49,17 @@ def ledger_replica(
         f"Ledger replica: {result.transactions_copied} transactions and "
         f"{result.entries_copied} entries copied; {result.transactions_in_replica} in the replica"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "transactions_copied": result.transactions_copied,
-            "entries_copied": result.entries_copied,
-            "dunning_events_copied": result.dunning_events_copied,
-            "transactions_in_replica": result.transactions_in_replica,
-            "ledger_high_mark": result.high_mark,
-        }
-    )
+    copied = {
+        "transactions": result.transactions_copied,
+        "entries": result.entries_copied,
+        "dunning_events": result.dunning_events_copied,
+    }
+    for table, key in LEDGER_REPLICA_TABLES.items():
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={
+                "rows_copied": copied[table],
+                "transactions_in_replica": result.transactions_in_replica,
+                "ledger_high_mark": result.high_mark,
+            },
+        )
