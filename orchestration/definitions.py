@@ -6,7 +6,7 @@ import dagster as dg
 
 from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
 from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
-from orchestration.assets.finance import ledger_replica
+from orchestration.assets.finance import ledger_replica, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
     accepted_usage_events_suite,
@@ -28,6 +28,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ledger_usage_accruals,
             stripe_meter_events,
             ledger_replica,
+            stripe_outbox_slots,
             finance_dbt_models,
         ],
         asset_checks=[

@@ -4,11 +4,13 @@ import dagster as dg
 import psycopg
 
 from ledger.replication import replicate_ledger
-from orchestration.assets.billing import ledger_usage_accruals
+from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, WarehouseResource
+from stripe_sync.replication import copy_outbox_slot_totals
 
+STRIPE_OUTBOX_SLOTS = dg.AssetKey("stripe_outbox_slots")
 # One asset per replicated table (dbt sources map to them one to one).
 LEDGER_REPLICA_TABLES = {
     "transactions": dg.AssetKey("ledger_replica_transactions"),
@@ -63,3 +65,28 @@ def ledger_replica(
                 "ledger_high_mark": result.high_mark,
             },
         )
+
+
+@dg.asset(
+    key=STRIPE_OUTBOX_SLOTS,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[stripe_meter_events],
+    group_name="finance",
+    kinds={"duckdb", "postgres"},
+    pool=WAREHOUSE_POOL,
+    description=(
+        "Per customer-meter-day slot, the quantity the Stripe outbox has sent, has pending and "
+        "has dead (stripe_sync.outbox_slots), replaced on each run."
+    ),
+)
+def stripe_outbox_slots(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ledger: LedgerResource
+) -> dg.MaterializeResult:
+    with (
+        psycopg.connect(ledger.resolved_url(), autocommit=True) as pg,
+        warehouse.connect() as conn,
+    ):
+        slots = copy_outbox_slot_totals(pg, conn)
+    context.log.info(f"Stripe outbox: {slots} slots copied to the warehouse")
+    return dg.MaterializeResult(metadata={"slots": slots})

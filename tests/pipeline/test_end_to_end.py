@@ -4,19 +4,25 @@ PostgreSQL and stripe-python over HTTP to the local Stripe-compatible server."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
 
 import orchestration.quality.usage_suite  # noqa: F401  (binds the suite's limits before a test patches ingestion's)
-from ledger import Ledger
+from ledger import Entry, Ledger, Transaction
+from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
-from orchestration.settings import get_settings
+from orchestration.settings import DBT_PROJECT_DIR, get_settings
 from stripe_local.server import LocalStripeServer
 from tests.conftest import FIXTURE_STRIPE_NOW, PipelineEnvironment
 from tests.hand_fixture import (
@@ -138,6 +144,13 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert {(a, c): Decimal(total) for a, c, total in replica} == ledger_balances
     assert replicated == EXPECTED_LEDGER_TRANSACTIONS
     assert finance == EXPECTED_RECEIVABLE  # the finance mart, from the replica, to the decimal
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        statuses = dict(
+            conn.execute(
+                "select status, count(*) from billing_conservation_daily group by 1"
+            ).fetchall()
+        )
+    assert statuses == {"ok": len(EXPECTED_DAILY_AMOUNTS)}  # rated = accrued = metered
 
     events = _meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
@@ -213,3 +226,61 @@ def test_a_failing_quality_gate_stops_the_ledger_and_stripe(
     assert _meter_events(stripe_server) == []
     with Ledger.connect(pipeline_env.ledger_url) as book:
         assert book.verify().transactions == 0
+
+
+def test_a_ledger_that_drifts_from_the_rating_is_caught(
+    pipeline_env: PipelineEnvironment, stripe_server: str
+) -> None:
+    """A posting the rating does not explain (here: one slipped in by hand) fails the
+    conservation test and names its slot."""
+    _run(DAY_1, DAY_1)
+    slot = next(key for key in EXPECTED_DAILY_AMOUNTS if key[2] == DAY_1.isoformat())
+    customer, meter, day = slot
+    with Ledger.connect(pipeline_env.ledger_url) as book:
+        book.post_many(
+            [
+                Transaction(
+                    key=f"usage_accrual:{customer}:{meter}:{day}:r99",
+                    kind="usage_accrual",
+                    cause_type="usage_slot",
+                    cause_id=f"{customer}:{meter}:{day}",
+                    effective_at=datetime.fromisoformat(f"{day}T00:00:00+00:00"),
+                    entries=(
+                        Entry(unbilled_receivable_account(customer), Decimal("0.01"), "usd"),
+                        Entry("platform:usage_revenue", Decimal("-0.01"), "usd"),
+                    ),
+                )
+            ]
+        )
+    # The next run would bring the slot back to its rated amount (a correcting revision); the
+    # check must see the drift before that: copy the ledger and build the finance models now.
+    settings = get_settings()
+    with (
+        psycopg.connect(pipeline_env.ledger_url, autocommit=True) as pg,
+        duckdb.connect(str(settings.warehouse_path)) as warehouse,
+    ):
+        replicate_ledger(pg, warehouse)
+    dbt = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--select",
+            "tag:finance",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
+        env={**os.environ, "METERBOOK_WAREHOUSE_PATH": str(settings.warehouse_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dbt.returncode == 1
+    assert "FAIL 1 ledger_accrues_exactly_what_was_rated" in dbt.stdout, dbt.stdout
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        drifted = conn.execute(
+            "select customer_id, meter_id, cast(usage_date as varchar), ledger_difference_minor "
+            "from billing_conservation_daily where status <> 'ok'"
+        ).fetchall()
+    assert drifted == [(customer, meter, day, Decimal("0.01"))]
