@@ -6,8 +6,10 @@ each copy replaces the per-slot totals, which stay small (one row per customer, 
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import duckdb
-import polars as pl
 import psycopg
 
 REPLICA_SQL = """
@@ -30,30 +32,30 @@ from stripe_sync.outbox group by operation, slot_id
 
 def copy_outbox_slot_totals(pg: psycopg.Connection, warehouse: duckdb.DuckDBPyConnection) -> int:
     """Replace the warehouse's ``stripe_sync.outbox_slots``; returns the number of slots."""
-    exists = pg.execute("select to_regclass('stripe_sync.outbox') is not null").fetchone()
-    rows = pg.execute(TOTALS_SQL).fetchall() if exists and exists[0] else []
     warehouse.execute(REPLICA_SQL)
-    warehouse.execute("begin transaction")
-    try:
-        warehouse.execute("delete from stripe_sync.outbox_slots")
-        if rows:
-            totals = pl.DataFrame(
-                rows,
-                schema={
-                    "operation": pl.String,
-                    "slot_id": pl.String,
-                    "revisions": pl.Int32,
-                    "quantity_sent": pl.Int64,
-                    "quantity_pending": pl.Int64,
-                    "quantity_dead": pl.Int64,
-                },
-                orient="row",
-            )
-            warehouse.register("outbox_slot_rows", totals)
-            warehouse.execute("insert into stripe_sync.outbox_slots select * from outbox_slot_rows")
-            warehouse.unregister("outbox_slot_rows")
-        warehouse.execute("commit")
-    except BaseException:
-        warehouse.execute("rollback")
-        raise
-    return len(rows)
+    exists = pg.execute("select to_regclass('stripe_sync.outbox') is not null").fetchone()
+    with tempfile.TemporaryDirectory(prefix="outbox_slots_") as scratch:
+        path = Path(scratch) / "outbox_slots.csv"
+        slots = 0
+        if exists and exists[0]:
+            with path.open("wb") as out, pg.cursor() as cursor:
+                with cursor.copy(f"copy ({TOTALS_SQL}) to stdout (format csv)") as copy:
+                    for block in copy:
+                        out.write(block)
+                slots = max(cursor.rowcount, 0)
+        warehouse.execute("begin transaction")
+        try:
+            warehouse.execute("delete from stripe_sync.outbox_slots")
+            if slots:
+                warehouse.execute(
+                    "insert into stripe_sync.outbox_slots select * from read_csv(?, header = "
+                    "false, columns = {'operation': 'VARCHAR', 'slot_id': 'VARCHAR', "
+                    "'revisions': 'INTEGER', 'quantity_sent': 'BIGINT', "
+                    "'quantity_pending': 'BIGINT', 'quantity_dead': 'BIGINT'})",
+                    [str(path)],
+                )
+            warehouse.execute("commit")
+        except BaseException:
+            warehouse.execute("rollback")
+            raise
+    return slots
