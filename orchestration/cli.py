@@ -200,6 +200,25 @@ def stripe_outbox(
         raise typer.Exit(1)
 
 
+@stripe_app.command("pull-catalog")
+def stripe_pull_catalog() -> None:
+    """List customers, products, prices, subscriptions and their items from the configured
+    Stripe (every page) into data/raw/stripe/*.csv, as a Stripe export would write them."""
+    from orchestration.resources import build_resources
+    from stripe_sync.catalog import pull_catalog
+
+    settings = get_settings()
+    stripe_resource = build_resources(settings)["stripe"]
+    key = os.environ.get("STRIPE_API_KEY")
+    if key:  # outside Dagster the resource's EnvVar is not resolved: read the variable here
+        stripe_resource = stripe_resource.model_copy(update={"api_key": key})  # type: ignore[attr-defined]
+    counts = pull_catalog(stripe_resource.client(), settings.raw_stripe_dir)  # type: ignore[attr-defined]
+    typer.echo(
+        f"Pulled into {settings.raw_stripe_dir}: "
+        + ", ".join(f"{table} {count:,}" for table, count in counts.items())
+    )
+
+
 @stripe_app.command("webhooks")
 def stripe_webhooks(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to receive on.")] = 8787,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import typing
+from decimal import Decimal
 from functools import cache
 from typing import Any, ForwardRef, Literal, NotRequired, Required, Union, get_args, get_origin
 from urllib.parse import parse_qsl
@@ -179,8 +180,10 @@ def _check_value(value: Any, types: tuple[Any, ...], param: str) -> None:
         return
     if int in kinds and INTEGER.fullmatch(value):
         return
-    if float in kinds and NUMBER.fullmatch(value):
+    if (float in kinds or Decimal in kinds) and NUMBER.fullmatch(value):
         return
+    if Decimal in kinds:
+        raise StripeError(400, f"Invalid decimal: {value}", param=param)
     if bool in kinds and value in ("true", "false"):
         return
     if int in kinds:

@@ -1,0 +1,253 @@
+"""Products, prices (per unit and tiered), subscriptions and subscription items: created and
+listed as Stripe does, with its parameter checks and cursor pagination."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import stripe.params as core_params
+from starlette.requests import Request
+from starlette.routing import Route
+
+from stripe_local.errors import StripeError, new_id, not_found
+from stripe_local.params import (
+    check_parameters,
+    hash_param,
+    integer_param,
+    metadata_param,
+    string_param,
+)
+from stripe_local.store import LocalStripeStore
+
+Action = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+RouteMaker = Callable[..., list[Route]]
+Listing = Callable[[Request, list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
+MONTH_SECONDS = 30 * 86_400  # the local clock's billing period (Stripe uses calendar months)
+
+
+def _indexed(params: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """A form array (``name[0][…]``, ``name[1][…]``) as a list, in index order."""
+    value = params.get(name) or {}
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, dict) or not all(k.isdigit() for k in value):
+        raise StripeError(400, f"Invalid array: {name}.", param=name)
+    return [value[k] for k in sorted(value, key=int)]
+
+
+def _decimal(value: Any, param: str) -> str:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as error:
+        raise StripeError(400, f"Invalid decimal: {value}.", param=param) from error
+    if not number.is_finite() or number < 0:
+        raise StripeError(400, f"Invalid decimal: {value}.", param=param)
+    return str(value)
+
+
+def catalog_routes(
+    store: LocalStripeStore, clock: Callable[[], int], route: RouteMaker, listing: Listing
+) -> list[Route]:
+    def found(kind: str, object_id: str, param: str) -> dict[str, Any]:
+        obj = store.get(kind, object_id)
+        if obj is None:
+            raise StripeError(
+                400, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
+            )
+        return obj
+
+    def in_path(kind: str, request: Request) -> dict[str, Any]:
+        object_id = request.path_params["id"]
+        obj = store.get(kind, object_id)
+        if obj is None:
+            raise not_found(kind, object_id)
+        return obj
+
+    # Products ---------------------------------------------------------------------------
+
+    async def create_product(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.ProductCreateParams)
+        product = {
+            "id": string_param(params, "id") or new_id("prod"),
+            "object": "product",
+            "active": params.get("active", "true") != "false",
+            "created": clock(),
+            "description": string_param(params, "description"),
+            "livemode": False,
+            "metadata": metadata_param(params),
+            "name": string_param(params, "name"),
+        }
+        if store.get("product", product["id"]) is not None:
+            raise StripeError(400, f"Product already exists: {product['id']}", param="id")
+        store.put(product)
+        return product
+
+    async def list_products(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.ProductListParams)
+        return listing(request, store.list("product"), params, "product")
+
+    async def get_product(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        return in_path("product", request)
+
+    # Prices -----------------------------------------------------------------------------
+
+    async def create_price(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.PriceCreateParams)
+        product = string_param(params, "product") or ""
+        found("product", product, "product")
+        scheme = string_param(params, "billing_scheme") or "per_unit"
+        tiers = []
+        if scheme == "tiered":
+            mode = string_param(params, "tiers_mode")
+            if mode not in ("graduated", "volume"):
+                raise StripeError(
+                    400,
+                    "tiers_mode must be graduated or volume for tiered prices.",
+                    param="tiers_mode",
+                )
+            raw_tiers = _indexed(params, "tiers")
+            if not raw_tiers or raw_tiers[-1].get("up_to") != "inf":
+                raise StripeError(
+                    400, "The last tier of a tiered price must have up_to 'inf'.", param="tiers"
+                )
+            for index, tier in enumerate(raw_tiers):
+                where = f"tiers[{index}]"
+                up_to = tier.get("up_to")
+                tiers.append(
+                    {
+                        "up_to": None if up_to == "inf" else int(up_to),
+                        "unit_amount_decimal": _decimal(
+                            tier.get("unit_amount_decimal", tier.get("unit_amount", "0")),
+                            f"{where}[unit_amount_decimal]",
+                        ),
+                        "flat_amount": int(tier.get("flat_amount", 0)),
+                    }
+                )
+            unit_amount_decimal = None
+        else:
+            mode = None
+            unit_amount_decimal = _decimal(
+                params.get("unit_amount_decimal", params.get("unit_amount", "0")),
+                "unit_amount_decimal",
+            )
+        recurring = hash_param(params, "recurring") if "recurring" in params else None
+        price = {
+            "id": new_id("price"),
+            "object": "price",
+            "active": True,
+            "billing_scheme": scheme,
+            "created": clock(),
+            "currency": string_param(params, "currency"),
+            "livemode": False,
+            "lookup_key": string_param(params, "lookup_key"),
+            "metadata": metadata_param(params),
+            "product": product,
+            "recurring": None
+            if recurring is None
+            else {
+                "interval": recurring.get("interval"),
+                "interval_count": int(recurring.get("interval_count", 1)),
+                "usage_type": recurring.get("usage_type", "licensed"),
+                "meter": recurring.get("meter"),
+            },
+            "tiers": tiers or None,
+            "tiers_mode": mode,
+            "type": "recurring" if recurring else "one_time",
+            "unit_amount": None
+            if unit_amount_decimal is None or "." in unit_amount_decimal
+            else int(unit_amount_decimal),
+            "unit_amount_decimal": unit_amount_decimal,
+        }
+        store.put(price)
+        return price
+
+    async def list_prices(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.PriceListParams)
+        prices = store.list("price")
+        if "product" in params:
+            prices = [p for p in prices if p["product"] == params["product"]]
+        return listing(request, prices, params, "price")
+
+    async def get_price(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        return in_path("price", request)
+
+    # Subscriptions ----------------------------------------------------------------------
+
+    async def create_subscription(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.SubscriptionCreateParams)
+        customer = string_param(params, "customer") or ""
+        found("customer", customer, "customer")
+        now = clock()
+        subscription_id = new_id("sub")
+        items = []
+        for index, item in enumerate(_indexed(params, "items")):
+            price = found("price", str(item.get("price")), f"items[{index}][price]")
+            item_object = {
+                "id": new_id("si"),
+                "object": "subscription_item",
+                "created": now,
+                "metadata": {},
+                "price": price,
+                "quantity": int(item["quantity"]) if "quantity" in item else None,
+                "subscription": subscription_id,
+            }
+            store.put(item_object)
+            items.append(item_object)
+        start = integer_param(params, "backdate_start_date", default=now)
+        subscription = {
+            "id": subscription_id,
+            "object": "subscription",
+            "canceled_at": None,
+            "created": now,
+            "currency": items[0]["price"]["currency"] if items else None,
+            "current_period_end": start + MONTH_SECONDS,
+            "current_period_start": start,
+            "customer": customer,
+            "ended_at": None,
+            "items": {
+                "object": "list",
+                "data": items,
+                "has_more": False,
+                "url": f"/v1/subscription_items?subscription={subscription_id}",
+            },
+            "livemode": False,
+            "metadata": metadata_param(params),
+            "start_date": start,
+            "status": "active",
+        }
+        store.put(subscription)
+        return subscription
+
+    async def list_subscriptions(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.SubscriptionListParams)
+        subscriptions = store.list("subscription")
+        if "customer" in params:
+            subscriptions = [s for s in subscriptions if s["customer"] == params["customer"]]
+        return listing(request, subscriptions, params, "subscription")
+
+    async def get_subscription(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        return in_path("subscription", request)
+
+    async def list_subscription_items(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.SubscriptionItemListParams)
+        subscription = string_param(params, "subscription") or ""
+        found("subscription", subscription, "subscription")
+        items = [
+            i
+            for i in store.list("subscription_item")
+            if i["subscription"] == subscription
+        ]
+        return listing(request, items, params, "subscription_item")
+
+    return [
+        *route("/v1/products", get=list_products, post=create_product),
+        *route("/v1/products/{id}", get=get_product),
+        *route("/v1/prices", get=list_prices, post=create_price),
+        *route("/v1/prices/{id}", get=get_price),
+        *route("/v1/subscriptions", get=list_subscriptions, post=create_subscription),
+        *route("/v1/subscriptions/{id}", get=get_subscription),
+        *route("/v1/subscription_items", get=list_subscription_items),
+    ]
+

@@ -1,0 +1,95 @@
+"""Pull the catalogue from the configured Stripe into the raw layer, as the exports contract says.
+
+Customers, products, prices, subscriptions and subscription items are listed through the API
+(every page, via the client's auto-pagination) and written as ``<table>.csv`` with Stripe's field
+names, the same files a Stripe export gives, so the ``stripe_exports`` asset loads either. Prices
+also carry ``tiers_mode`` and ``tiers`` (JSON), Stripe's fields for tiered prices. Files are
+written beside the old ones and renamed over them, so a failed pull leaves the last good set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import stripe
+
+from ingestion.stripe_exports import STRIPE_EXPORT_TABLES
+
+PRICE_EXTRA_COLUMNS = ("tiers_mode", "tiers")
+PAGE_SIZE = 100
+
+
+def _value(obj: dict[str, Any], name: str) -> str:
+    """A field as an export writes it: text, with booleans lower-case and hashes as JSON."""
+    value = obj.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, Decimal):
+        return format(value, "f")  # Stripe's decimal strings, never exponent notation
+    return str(value)
+
+
+def _price_row(price_object: stripe.Price) -> dict[str, str]:
+    price = price_object.to_dict()
+    recurring = price.get("recurring") or {}
+    row = {column: _value(price, column) for column in STRIPE_EXPORT_TABLES["prices"]}
+    row["recurring_interval"] = str(recurring.get("interval") or "")
+    row["recurring_usage_type"] = str(recurring.get("usage_type") or "")
+    row["tiers_mode"] = _value(price, "tiers_mode")
+    tiers = price.get("tiers")
+    row["tiers"] = json.dumps(tiers, sort_keys=True, default=str) if tiers else ""
+    return row
+
+
+def _rows(objects: Iterable[Any], columns: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{column: _value(obj.to_dict(), column) for column in columns} for obj in objects]
+
+
+def pull_catalog(client: stripe.StripeClient, stripe_dir: Path) -> dict[str, int]:
+    """List everything and replace the CSV files; returns rows per table."""
+    page = {"limit": PAGE_SIZE}
+    v1 = client.v1
+    subscriptions = list(v1.subscriptions.list(params={**page, "status": "all"}).auto_paging_iter())
+    tables: dict[str, list[dict[str, str]]] = {
+        "customers": _rows(
+            v1.customers.list(params=page).auto_paging_iter(), STRIPE_EXPORT_TABLES["customers"]
+        ),
+        "products": _rows(
+            v1.products.list(params=page).auto_paging_iter(), STRIPE_EXPORT_TABLES["products"]
+        ),
+        "prices": [_price_row(p) for p in v1.prices.list(params=page).auto_paging_iter()],
+        "subscriptions": _rows(subscriptions, STRIPE_EXPORT_TABLES["subscriptions"]),
+        "subscription_items": [
+            {
+                column: (item.price.id if column == "price" else _value(item.to_dict(), column))
+                for column in STRIPE_EXPORT_TABLES["subscription_items"]
+            }
+            for subscription in subscriptions
+            for item in v1.subscription_items.list(
+                params={**page, "subscription": subscription.id}
+            ).auto_paging_iter()
+        ],
+    }
+    stripe_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for table, rows in tables.items():
+        columns = STRIPE_EXPORT_TABLES[table] + (PRICE_EXTRA_COLUMNS if table == "prices" else ())
+        path = stripe_dir / f".{table}.csv.partial"
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        staged.append((path, stripe_dir / f"{table}.csv"))
+    for partial, final in staged:
+        os.replace(partial, final)
+    return {table: len(rows) for table, rows in tables.items()}
