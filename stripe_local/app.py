@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from stripe_local.billing import billing_routes
 from stripe_local.catalog import catalog_routes
 from stripe_local.errors import StripeError, new_id, not_found, request_id_header
 from stripe_local.faults import FaultInjector, FaultPlan
@@ -580,6 +581,7 @@ def create_app(
             *route("/v1/customers", get=list_customers, post=create_customer),
             *route("/v1/customers/{id}", get=get_customer),
             *catalog_routes(store, clock, route, listing),
+            *billing_routes(store, clock, route, listing),
             *route("/v1/billing/meters", get=list_meters, post=create_meter),
             *route("/v1/billing/meters/{id}", get=get_meter),
             *route("/v1/billing/meters/{id}/deactivate", post=deactivate_meter),

@@ -234,11 +234,7 @@ def catalog_routes(
         check_parameters(params, core_params.SubscriptionItemListParams)
         subscription = string_param(params, "subscription") or ""
         found("subscription", subscription, "subscription")
-        items = [
-            i
-            for i in store.list("subscription_item")
-            if i["subscription"] == subscription
-        ]
+        items = [i for i in store.list("subscription_item") if i["subscription"] == subscription]
         return listing(request, items, params, "subscription_item")
 
     return [
@@ -250,4 +246,3 @@ def catalog_routes(
         *route("/v1/subscriptions/{id}", get=get_subscription),
         *route("/v1/subscription_items", get=list_subscription_items),
     ]
-
