@@ -207,25 +207,48 @@ def _all_outcomes(futures: list[Future[list[WriteOutcome]]]) -> Iterator[WriteOu
         yield from future.result()
 
 
+def _transient_retrying(max_attempts: int = MAX_ATTEMPTS) -> Retrying:
+    """Retries for calls that are safe to repeat: reads, and writes with an idempotency key."""
+    return Retrying(
+        retry=retry_if_exception_type(RETRYABLE_ERRORS),
+        wait=wait_random_exponential(multiplier=0.05, max=2.0),
+        stop=stop_after_attempt(max_attempts),
+        reraise=True,
+    )
+
+
 def ensure_meters(client: stripe.StripeClient, meters: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Create the Billing Meters that do not exist yet (by ``event_name``); returns name → id."""
+    """Create the Billing Meters that do not exist yet (by ``event_name``); returns name -> id.
+
+    Transient errors are retried: the listing is a read, and each creation carries the
+    idempotency key ``meter:<event_name>``, so a response lost after Stripe created the meter
+    replays the same meter instead of making a second one.
+    """
     existing: dict[str, str] = {}
-    for meter in client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter():
+    for attempt in _transient_retrying():
+        with attempt:
+            listed = list(client.v1.billing.meters.list(params={"limit": 100}).auto_paging_iter())
+    for meter in listed:
         if meter.status == "active":
             existing[meter.event_name] = meter.id
     for event_name, display_name in meters:
         if event_name in existing:
             continue
-        created = client.v1.billing.meters.create(
-            params={
-                "display_name": display_name[:250],
-                "event_name": event_name,
-                "default_aggregation": {"formula": "sum"},
-                "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
-                "value_settings": {"event_payload_key": "value"},
-            },
-            options={"idempotency_key": f"meter:{event_name}"},
-        )
+        for attempt in _transient_retrying():
+            with attempt:
+                created = client.v1.billing.meters.create(
+                    params={
+                        "display_name": display_name[:250],
+                        "event_name": event_name,
+                        "default_aggregation": {"formula": "sum"},
+                        "customer_mapping": {
+                            "event_payload_key": "stripe_customer_id",
+                            "type": "by_id",
+                        },
+                        "value_settings": {"event_payload_key": "value"},
+                    },
+                    options={"idempotency_key": f"meter:{event_name}"},
+                )
         existing[event_name] = created.id
     return existing
 

@@ -207,3 +207,13 @@ def test_a_batch_the_stream_refuses_is_sent_event_by_event(
             ("cus_000", "requests", FIRST_DAY): 3,
             ("cus_001", "requests", FIRST_DAY): 4,
         }
+
+
+def test_meters_are_created_once_through_faults(tmp_path: Path) -> None:
+    """Regression: creating meters had no retry, so one injected fault failed the whole run."""
+    names = [(f"meter_{n}", f"Meter {n}") for n in range(12)]
+    with LocalStripeServer(now=SERVER_NOW, faults=FaultPlan.parse(FAULTS)) as server:
+        created = ensure_meters(client_for(server.url), names)
+        again = ensure_meters(client_for(server.url), names)
+        assert created == again and len(created) == 12
+        assert server.store.count("billing.meter") == 12  # lost responses replayed, not redone
