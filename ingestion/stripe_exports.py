@@ -41,6 +41,36 @@ STRIPE_EXPORT_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "subscription_items": ("id", "subscription", "price", "quantity", "created"),
 }
+# Invoices come back from Stripe for reconciliation; until the first period closes there are
+# none, so a missing file loads as an empty table.
+STRIPE_INVOICE_TABLES: dict[str, tuple[str, ...]] = {
+    "invoices": (
+        "id",
+        "customer",
+        "subscription",
+        "status",
+        "currency",
+        "total",
+        "amount_due",
+        "amount_paid",
+        "amount_remaining",
+        "attempt_count",
+        "period_start",
+        "period_end",
+        "created",
+    ),
+    "invoice_line_items": (
+        "id",
+        "invoice",
+        "subscription_item",
+        "price",
+        "quantity",
+        "amount",
+        "currency",
+        "period_start",
+        "period_end",
+    ),
+}
 
 
 class StripeExportError(ValueError):
@@ -73,6 +103,23 @@ def load_stripe_exports(conn: duckdb.DuckDBPyConnection, *, stripe_dir: Path) ->
                 f"select {column_list} from read_csv(?, header=true, all_varchar=true)",
                 [str(path)],
             )
+            count = conn.execute(f"select count(*) from stripe_raw.{table}").fetchone()
+            row_counts[table] = int(count[0]) if count else 0
+        for table, columns in STRIPE_INVOICE_TABLES.items():
+            path = stripe_dir / f"{table}.csv"
+            column_list = ", ".join(f'"{c}"' for c in columns)
+            if path.exists():
+                conn.execute(
+                    f"create or replace table stripe_raw.{table} as "
+                    f"select {column_list} from read_csv(?, header=true, all_varchar=true)",
+                    [str(path)],
+                )
+            else:
+                conn.execute(
+                    f"create or replace table stripe_raw.{table} ("
+                    + ", ".join(f'"{c}" varchar' for c in columns)
+                    + ")"
+                )
             count = conn.execute(f"select count(*) from stripe_raw.{table}").fetchone()
             row_counts[table] = int(count[0]) if count else 0
         conn.execute("commit")

@@ -127,6 +127,13 @@ def billing_routes(
             raise not_found("invoice", request.path_params["id"])
         return invoice
 
+    async def list_invoice_lines(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+        check_parameters(params, core_params.InvoiceLineItemListParams)
+        invoice = store.get("invoice", request.path_params["id"])
+        if invoice is None:
+            raise not_found("invoice", request.path_params["id"])
+        return listing(request, invoice["lines"]["data"], params, "line_item")
+
     def invoice_subscription(
         subscription: dict[str, Any], period_start: int, period_end: int
     ) -> dict[str, Any]:
@@ -297,6 +304,7 @@ def billing_routes(
         *route("/v1/webhook_endpoints", post=create_endpoint),
         *route("/v1/invoices", get=list_invoices),
         *route("/v1/invoices/{id}", get=get_invoice),
+        *route("/v1/invoices/{id}/lines", get=list_invoice_lines),
         Route("/_local/bill", bill, methods=["POST"]),
         Route("/_local/webhooks/flush", flush, methods=["POST"]),
     ]

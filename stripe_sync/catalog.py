@@ -1,6 +1,7 @@
 """Pull the catalogue from the configured Stripe into the raw layer, as the exports contract says.
 
-Customers, products, prices, subscriptions and subscription items are listed through the API
+Customers, products, prices, subscriptions and subscription items (and, for reconciliation,
+invoices and their line items) are listed through the API
 (every page, via the client's auto-pagination) and written as ``<table>.csv`` with Stripe's field
 names, the same files a Stripe export gives, so the ``stripe_exports`` asset loads either. Prices
 also carry ``tiers_mode`` and ``tiers`` (JSON), Stripe's fields for tiered prices. Files are
@@ -19,7 +20,7 @@ from typing import Any
 
 import stripe
 
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES
+from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, STRIPE_INVOICE_TABLES
 
 PRICE_EXTRA_COLUMNS = ("tiers_mode", "tiers")
 PAGE_SIZE = 100
@@ -51,6 +52,29 @@ def _price_row(price_object: stripe.Price) -> dict[str, str]:
     return row
 
 
+def _line_row(invoice_id: str, line: dict[str, Any]) -> dict[str, str]:
+    """An invoice line as the export writes it. Newer API versions nest the price and the
+    subscription item (``pricing.price_details``, ``parent.subscription_item_details``); older
+    ones have them at the top: both are read."""
+    pricing = (line.get("pricing") or {}).get("price_details") or {}
+    parent = (line.get("parent") or {}).get("subscription_item_details") or {}
+    price = line.get("price") or pricing.get("price") or ""
+    period = line.get("period") or {}
+    return {
+        "id": _value(line, "id"),
+        "invoice": invoice_id,
+        "subscription_item": str(
+            line.get("subscription_item") or parent.get("subscription_item") or ""
+        ),
+        "price": str(price.get("id") if isinstance(price, dict) else price),
+        "quantity": _value(line, "quantity"),
+        "amount": _value(line, "amount"),
+        "currency": _value(line, "currency"),
+        "period_start": str(period.get("start") or ""),
+        "period_end": str(period.get("end") or ""),
+    }
+
+
 def _rows(objects: Iterable[Any], columns: tuple[str, ...]) -> list[dict[str, str]]:
     return [{column: _value(obj.to_dict(), column) for column in columns} for obj in objects]
 
@@ -80,10 +104,22 @@ def pull_catalog(client: stripe.StripeClient, stripe_dir: Path) -> dict[str, int
             ).auto_paging_iter()
         ],
     }
+    invoices = [i.to_dict() for i in v1.invoices.list(params=page).auto_paging_iter()]
+    tables["invoices"] = [
+        {column: _value(invoice, column) for column in STRIPE_INVOICE_TABLES["invoices"]}
+        for invoice in invoices
+    ]
+    tables["invoice_line_items"] = [
+        _line_row(invoice["id"], line.to_dict())
+        for invoice in invoices
+        for line in v1.invoices.line_items.list(invoice["id"], params=page).auto_paging_iter()
+    ]
     stripe_dir.mkdir(parents=True, exist_ok=True)
     staged = []
     for table, rows in tables.items():
-        columns = STRIPE_EXPORT_TABLES[table] + (PRICE_EXTRA_COLUMNS if table == "prices" else ())
+        columns = {**STRIPE_EXPORT_TABLES, **STRIPE_INVOICE_TABLES}[table] + (
+            PRICE_EXTRA_COLUMNS if table == "prices" else ()
+        )
         path = stripe_dir / f".{table}.csv.partial"
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)

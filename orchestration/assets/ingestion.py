@@ -4,7 +4,11 @@ from datetime import date
 
 import dagster as dg
 
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, load_stripe_exports
+from ingestion.stripe_exports import (
+    STRIPE_EXPORT_TABLES,
+    STRIPE_INVOICE_TABLES,
+    load_stripe_exports,
+)
 from ingestion.usage_events import IngestionResult, ingest_usage_day
 from orchestration.partitions import daily_partitions
 from orchestration.resources import WarehouseResource
@@ -24,7 +28,10 @@ def partition_dates(context: dg.AssetExecutionContext) -> list[date]:
     return days
 
 
-STRIPE_EXPORT_ASSETS = {table: dg.AssetKey(f"stripe_{table}") for table in STRIPE_EXPORT_TABLES}
+STRIPE_EXPORT_ASSETS = {
+    table: dg.AssetKey(f"stripe_{table}")
+    for table in (*STRIPE_EXPORT_TABLES, *STRIPE_INVOICE_TABLES)
+}
 
 
 @dg.multi_asset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,17 +19,22 @@ CUSTOMERS = 130  # more than one page of 100
 
 
 @pytest.fixture
-def client() -> Iterator[stripe.StripeClient]:
-    with LocalStripeServer(now="2026-10-05T00:00:00Z") as server:
-        yield stripe.StripeClient(
-            "sk_test_catalog",
-            base_addresses={"api": server.url, "meter_events": server.url},
-            max_network_retries=0,
-        )
+def server() -> Iterator[LocalStripeServer]:
+    with LocalStripeServer(now="2026-10-05T00:00:00Z") as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LocalStripeServer) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        "sk_test_catalog",
+        base_addresses={"api": server.url, "meter_events": server.url},
+        max_network_retries=0,
+    )
 
 
 def test_the_catalog_is_pulled_page_by_page_into_export_files(
-    client: stripe.StripeClient, tmp_path: Path
+    server: LocalStripeServer, client: stripe.StripeClient, tmp_path: Path
 ) -> None:
     v1 = client.v1
     customers = [
@@ -66,6 +72,13 @@ def test_the_catalog_is_pulled_page_by_page_into_export_files(
         }
     )
 
+    bill = urllib.request.Request(
+        f"{server.url}/_local/bill",
+        data=json.dumps({"period_start": 1_790_812_800, "period_end": 1_793_491_200}).encode(),
+    )
+    with urllib.request.urlopen(bill, timeout=30) as response:
+        (invoice,) = json.loads(response.read())["invoices"]
+
     counts = pull_catalog(client, tmp_path / "stripe")
     assert counts == {
         "customers": CUSTOMERS,
@@ -73,6 +86,8 @@ def test_the_catalog_is_pulled_page_by_page_into_export_files(
         "prices": 2,
         "subscriptions": 1,
         "subscription_items": 2,
+        "invoices": 1,
+        "invoice_line_items": 2,
     }
     with duckdb.connect() as conn:
         loaded = load_stripe_exports(conn, stripe_dir=tmp_path / "stripe")
@@ -94,6 +109,12 @@ def test_the_catalog_is_pulled_page_by_page_into_export_files(
             "where id = ?",
             [per_unit.id],
         ).fetchone() == ("0.0003", "metered", "starter:nimbus_large__input_tokens")
+        assert sorted(
+            conn.execute(
+                "select price from stripe_raw.invoice_line_items where invoice = ?",
+                [invoice["id"]],
+            ).fetchall()
+        ) == sorted([(per_unit.id,), (tiered.id,)])
     with (tmp_path / "stripe" / "prices.csv").open() as handle:
         rows = {row.split(",")[0]: row for row in handle}
     assert "graduated" in rows[tiered.id]
