@@ -4,7 +4,9 @@
 ``stripe.Webhook.construct_event`` (a bad or stale signature is a 400 and nothing is stored),
 stores the event by its id (a redelivery stores nothing new), and answers 2xx only once the event
 is committed. Processing follows in the same request and is idempotent and order-independent:
-it recomputes the affected object's state from all its stored events (``invoice_events``). If
+it recomputes the affected object's state from all its stored events (``invoice_events``;
+refunds by their Stripe ids; disputes recorded in ``stripe_sync.disputes``; meter error
+reports logged for the outbox's owner). If
 processing fails, the event stays stored with the error, Stripe still gets its 2xx, and
 ``process_stored_events`` (``meterbook stripe webhooks --reprocess``) runs it again.
 """
@@ -15,6 +17,8 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -24,10 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ledger import Ledger
+from ledger import Ledger, Transaction
+from ledger.postings import refund as refund_posting
 from stripe_sync.invoice_events import INVOICE_EVENT_TYPES, InvoiceEvent, invoice_effects
 
 SIGNATURE_TOLERANCE_SECONDS = 300  # Stripe's own default: older signatures are replays
+CHARGE_EVENT_TYPES = ("charge.refunded", "charge.dispute.created")
+METER_ERROR_EVENT_TYPE = "billing.meter.error_report_triggered"
 SUBSCRIPTION_EVENT_TYPES = (
     "customer.subscription.created",
     "customer.subscription.updated",
@@ -48,6 +55,15 @@ create table if not exists stripe_sync.webhook_events (
     processing_error text
 );
 create index if not exists webhook_events_object on stripe_sync.webhook_events (object_id);
+create table if not exists stripe_sync.disputes (
+    dispute_id text primary key,
+    charge_id text not null,
+    amount bigint not null,
+    currency text not null,
+    reason text,
+    status text not null,
+    created bigint not null
+);
 create table if not exists stripe_sync.subscriptions (
     subscription_id text primary key,
     customer_id text not null,
@@ -127,11 +143,74 @@ def process_object(conn: psycopg.Connection, book: Ledger, object_id: str) -> No
     subscription_events = [e for e in events if e.event_type in SUBSCRIPTION_EVENT_TYPES]
     if subscription_events:
         _apply_subscription(conn, subscription_events)
+    refunded = [e for e in events if e.event_type == "charge.refunded"]
+    if refunded:
+        book.post_many(_refunds(refunded))
+    for event in events:
+        if event.event_type == "charge.dispute.created":
+            _record_dispute(conn, event)
+        elif event.event_type == METER_ERROR_EVENT_TYPE:
+            log.warning(
+                "Stripe reported meter events it refused (%s); see the stored event and the "
+                "meter's error reports",
+                event.event_id,
+            )
     with conn.transaction():
         conn.execute(
             "update stripe_sync.webhook_events set processed_at = now(), processing_error = null "
             "where object_id = %s",
             [object_id],
+        )
+
+
+def _refunds(events: list[StoredEvent]) -> list[Transaction]:
+    """One refund transaction per Stripe refund of the charge (keyed by the refund's id), from
+    the union of the refunds all its events list: any order, any redelivery, the same postings."""
+    refunds: dict[str, tuple[int, int, str, str]] = {}
+    for event in events:
+        charge = event.payload["data"]["object"]
+        customer = str(
+            (charge.get("metadata") or {}).get("meterbook_customer_id") or charge.get("customer")
+        )
+        for stripe_refund in (charge.get("refunds") or {}).get("data") or []:
+            refunds[stripe_refund["id"]] = (
+                int(stripe_refund["amount"]),
+                int(stripe_refund["created"]),
+                charge["currency"],
+                customer,
+            )
+    return [
+        refund_posting(
+            refund_id=refund_id,
+            customer_id=customer,
+            amount_minor=Decimal(amount),
+            currency=currency,
+            effective_at=datetime.fromtimestamp(created, UTC),
+        )
+        for refund_id, (amount, created, currency, customer) in sorted(refunds.items())
+        if amount > 0
+    ]
+
+
+def _record_dispute(conn: psycopg.Connection, event: StoredEvent) -> None:
+    dispute = event.payload["data"]["object"]
+    with conn.transaction():
+        conn.execute(
+            """
+            insert into stripe_sync.disputes (dispute_id, charge_id, amount, currency, reason,
+                status, created)
+            values (%s, %s, %s, %s, %s, %s, %s)
+            on conflict (dispute_id) do nothing
+            """,
+            [
+                dispute["id"],
+                dispute.get("charge"),
+                int(dispute.get("amount") or 0),
+                dispute.get("currency") or "",
+                dispute.get("reason"),
+                dispute.get("status") or "needs_response",
+                int(dispute.get("created") or event.created),
+            ],
         )
 
 

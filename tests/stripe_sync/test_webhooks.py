@@ -175,6 +175,72 @@ def subscription_events(sub_id: str, customer: str, start: int) -> list[dict[str
     ]
 
 
+def charge_events(start: int) -> list[dict[str, Any]]:
+    """Two partial refunds of one charge (each event lists the refunds so far), a dispute on
+    another, and a meter error report."""
+
+    def charge(n: int, refunds: list[tuple[str, int]]) -> dict[str, Any]:
+        return {
+            "id": f"evt_ch_{n}",
+            "object": "event",
+            "type": "charge.refunded",
+            "created": start + n * DAY,
+            "data": {
+                "object": {
+                    "id": "ch_1",
+                    "object": "charge",
+                    "customer": "acme",
+                    "currency": "usd",
+                    "amount": 4_500,
+                    "amount_refunded": sum(a for _, a in refunds),
+                    "metadata": {"meterbook_customer_id": "acme"},
+                    "refunds": {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": rid,
+                                "object": "refund",
+                                "amount": amount,
+                                "created": start + DAY,
+                            }
+                            for rid, amount in refunds
+                        ],
+                    },
+                }
+            },
+        }
+
+    return [
+        charge(1, [("re_1", 500)]),
+        charge(2, [("re_1", 500), ("re_2", 250)]),
+        {
+            "id": "evt_dp_1",
+            "object": "event",
+            "type": "charge.dispute.created",
+            "created": start + 3 * DAY,
+            "data": {
+                "object": {
+                    "id": "dp_1",
+                    "object": "dispute",
+                    "charge": "ch_2",
+                    "amount": 999,
+                    "currency": "usd",
+                    "reason": "fraudulent",
+                    "status": "needs_response",
+                    "created": start + 3 * DAY,
+                }
+            },
+        },
+        {
+            "id": "evt_mer_1",
+            "object": "event",
+            "type": "billing.meter.error_report_triggered",
+            "created": start + 4 * DAY,
+            "data": {"object": {"id": "mer_1", "object": "billing.meter_error_report"}},
+        },
+    ]
+
+
 def month_of_events() -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     stories = [
@@ -196,6 +262,7 @@ def month_of_events() -> list[dict[str, Any]]:
     for story in stories:
         events.extend(story.events)
     events.extend(subscription_events("sub_1", "acme", T0))
+    events.extend(charge_events(T0))
     return events
 
 
@@ -212,7 +279,11 @@ def final_state(ledger_url: str) -> dict[str, Any]:
         subscriptions = conn.execute(
             "select subscription_id, status, plan_id, as_of_event from stripe_sync.subscriptions"
         ).fetchall()
+        disputes = conn.execute(
+            "select dispute_id, charge_id, amount from stripe_sync.disputes"
+        ).fetchall()
     return {
+        "disputes": disputes,
         "ledger_hash": report.content_hash,
         "dunning": dunning,
         "balances": balances,
@@ -300,6 +371,8 @@ def test_failed_payments_end_recovered_or_uncollectible_with_the_right_balances(
     balances = {account: amount for (account, _), amount in state["balances"].items()}
     for customer in ("acme", "beta", "gamma", "delta"):
         assert balances[f"customer:{customer}:receivable"] == 0
-    assert balances["platform:stripe_clearing"] == 4_500 + 12_345 + 700
+    assert balances["platform:refunds"] == 500 + 250  # two refunds, each posted once
+    assert balances["platform:stripe_clearing"] == 4_500 + 12_345 + 700 - 750
     assert balances["platform:bad_debt"] == 999  # delta's write-off was reversed when it paid
     assert state["subscriptions"] == [("sub_1", "canceled", "pro", "evt_sub_1_12")]
+    assert state["disputes"] == [("dp_1", "ch_2", 999)]
