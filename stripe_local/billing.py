@@ -11,7 +11,8 @@ duplicated and out of order on demand.
   or ``declines:forever`` (three failed attempts, then marked uncollectible). Each step is an
   event (``invoice.created``, ``invoice.finalized``, ``invoice.payment_failed``, ``invoice.paid``,
   ``invoice.marked_uncollectible``) queued for delivery.
-- ``POST /_local/webhooks/flush`` (``duplicate`` share, ``shuffle``, ``seed``) delivers the queue
+- ``POST /_local/webhooks/flush`` (``duplicate`` share, ``shuffle``, ``seed``,
+  ``delay_seconds`` before each delivery) delivers the queue
   to every endpoint, signed as Stripe signs, and reports what it sent.
 """
 
@@ -280,6 +281,7 @@ def billing_routes(
         options = json.loads(await request.body() or b"{}")
         rng = random.Random(int(options.get("seed", 0)))
         duplicate = float(options.get("duplicate", 0.0))
+        delay = float(options.get("delay_seconds", 0.0))
         pending = [e for e in store.list("event") if not e["delivered"]]
         pending.sort(key=lambda e: (e["created"], e["id"]))
         deliveries = [e for e in pending for _ in range(2 if rng.random() < duplicate else 1)]
@@ -293,6 +295,8 @@ def billing_routes(
                     continue
                 body = {k: v for k, v in event.items() if k != "delivered"}
                 payload = json.dumps(body).encode()
+                if delay:
+                    time.sleep(delay)  # a slow network between Stripe and the receiver
                 signature = sign(payload, endpoint["secret"], _wall_clock())
                 status = _post(endpoint["url"], payload, signature)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1

@@ -132,7 +132,9 @@ def test_a_billed_month_reaches_the_ledger_through_duplicated_shuffled_webhooks(
         billed = local(server, "/_local/bill", {"period_start": OCT_1, "period_end": NOV_1})
         with receiver(ledger_url, str(endpoint.secret), port):
             report = local(
-                server, "/_local/webhooks/flush", {"duplicate": 0.5, "shuffle": True, "seed": 4}
+                server,
+                "/_local/webhooks/flush",
+                {"duplicate": 0.5, "shuffle": True, "seed": 4, "delay_seconds": 0.01},
             )
     assert report["deliveries"] == {"200": sum(report["deliveries"].values())}
     assert sum(report["deliveries"].values()) > report["events"]  # some arrived twice
