@@ -151,6 +151,21 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
             ).fetchall()
         )
     assert statuses == {"ok": len(EXPECTED_DAILY_AMOUNTS)}  # rated = accrued = metered
+    assert _float_money_columns() == []
+
+
+MONEY_COLUMN_WORDS = ("amount", "price", "minor", "fee", "balance", "credit", "receivable")
+
+
+def _float_money_columns() -> list[tuple[str, str, str, str]]:
+    """Money columns stored as binary floating point anywhere in the warehouse (must be none)."""
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        columns = conn.execute(
+            "select table_schema, table_name, column_name, data_type "
+            "from information_schema.columns "
+            "where data_type in ('FLOAT', 'DOUBLE', 'REAL') or data_type like 'FLOAT%'"
+        ).fetchall()
+    return [c for c in columns if any(word in c[2].lower() for word in MONEY_COLUMN_WORDS)]
 
     events = _meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
@@ -284,3 +299,14 @@ def test_a_ledger_that_drifts_from_the_rating_is_caught(
             "from billing_conservation_daily where status <> 'ok'"
         ).fetchall()
     assert drifted == [(customer, meter, day, Decimal("0.01"))]
+
+
+def test_the_float_money_check_finds_a_float_amount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above can fail: a DOUBLE amount column is reported, a DECIMAL one is not."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("create table lines (amount_minor double, price decimal(38, 12), n double)")
+    monkeypatch.setenv("METERBOOK_WAREHOUSE_PATH", str(warehouse))
+    assert _float_money_columns() == [("main", "lines", "amount_minor", "DOUBLE")]
