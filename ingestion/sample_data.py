@@ -219,6 +219,7 @@ def generate_sample_data(
     seed: int,
     price_book_dir: Path,
     mess: MessRates | None = None,
+    raw_dir: Path | None = None,
 ) -> GenerationSummary:
     """Write ``raw/usage/…``, ``raw/stripe/*.csv`` and ``raw/sample_manifest.json``.
 
@@ -237,7 +238,7 @@ def generate_sample_data(
     meter_prices = _read_csv(price_book_dir / "price_book_meter_prices.csv")
     population = _make_population(rng, customers, plans, meters)
 
-    raw_dir = output_dir / "raw"
+    raw_dir = raw_dir or output_dir / "raw"
     _write_stripe_exports(
         raw_dir / "stripe",
         rng=rng,
@@ -305,9 +306,10 @@ def generate_sample_data(
     return summary
 
 
-def read_manifest(output_dir: Path) -> GenerationSummary:
-    """The summary a previous run wrote under ``output_dir``."""
-    return GenerationSummary(**json.loads((output_dir / "raw" / MANIFEST_NAME).read_text()))
+def read_manifest(output_dir: Path, raw_dir: Path | None = None) -> GenerationSummary:
+    """The summary a previous run wrote under ``output_dir`` (or its ``raw_dir``)."""
+    raw_dir = raw_dir or output_dir / "raw"
+    return GenerationSummary(**json.loads((raw_dir / MANIFEST_NAME).read_text()))
 
 
 # --- customers and events ---------------------------------------------------------------------

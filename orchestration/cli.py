@@ -72,6 +72,7 @@ def generate(
     started = time.monotonic()
     summary = generate_sample_data(
         settings.data_dir,
+        raw_dir=settings.raw_dir,
         start_date=start,
         days=days,
         customers=customers,
@@ -393,7 +394,7 @@ def _prepare_demo_data(settings: Settings, parameters: dict[str, object]) -> Non
         return
     if marker.exists():
         typer.echo("The demo period changed: resetting the demo's raw data, warehouse and ledger.")
-        for path in (settings.data_dir / "raw", settings.ledger_data_dir):
+        for path in (settings.raw_dir, settings.ledger_data_dir):
             shutil.rmtree(path, ignore_errors=True)
         for path in (settings.warehouse_path, settings.stripe_local_db):
             path.unlink(missing_ok=True)
@@ -401,6 +402,7 @@ def _prepare_demo_data(settings: Settings, parameters: dict[str, object]) -> Non
     started = time.monotonic()
     generate_sample_data(
         settings.data_dir,
+        raw_dir=settings.raw_dir,
         start_date=date.fromisoformat(str(parameters["start_date"])),
         days=int(parameters["days"]),  # type: ignore[call-overload]
         customers=int(parameters["customers"]),  # type: ignore[call-overload]

@@ -24,6 +24,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    # Raw usage logs (raw_dir/usage) and Stripe exports (raw_dir/stripe).
+    raw_dir: Path
     warehouse_path: Path
     ledger_url: str | None
     stripe_api_base: str
@@ -41,11 +43,11 @@ class Settings:
 
     @property
     def raw_usage_dir(self) -> Path:
-        return self.data_dir / "raw" / "usage"
+        return self.raw_dir / "usage"
 
     @property
     def raw_stripe_dir(self) -> Path:
-        return self.data_dir / "raw" / "stripe"
+        return self.raw_dir / "stripe"
 
     @property
     def ledger_data_dir(self) -> Path:
@@ -72,6 +74,7 @@ def get_settings() -> Settings:
     ).rstrip("/")
     return Settings(
         data_dir=data_dir,
+        raw_dir=Path(os.environ.get("METERBOOK_RAW_DIR", data_dir / "raw")).resolve(),
         warehouse_path=Path(
             os.environ.get("METERBOOK_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")
         ).resolve(),

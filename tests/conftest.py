@@ -69,5 +69,6 @@ def pipeline_env(
     monkeypatch.setenv("METERBOOK_DATA_DIR", str(data_dir))
     monkeypatch.setenv("METERBOOK_LEDGER_URL", ledger_url)
     monkeypatch.delenv("METERBOOK_WAREHOUSE_PATH", raising=False)
+    monkeypatch.delenv("METERBOOK_RAW_DIR", raising=False)
     monkeypatch.delenv("STRIPE_API_KEY", raising=False)
     yield PipelineEnvironment(data_dir=data_dir, ledger_url=ledger_url, stripe_url="")
