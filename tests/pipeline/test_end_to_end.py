@@ -151,6 +151,15 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
             ).fetchall()
         )
     assert statuses == {"ok": len(EXPECTED_DAILY_AMOUNTS)}  # rated = accrued = metered
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        lag = conn.execute(
+            "select sum(slots), sum(slots_sent), min(events), min(received_lag_max_seconds), "
+            "bool_and(sent_lag_max_seconds >= 0) from metering_lag_daily"
+        ).fetchone()
+    assert lag is not None
+    billed_slots = sum(1 for amount in EXPECTED_DAILY_AMOUNTS.values() if amount)
+    assert lag[0] == lag[1] == billed_slots  # every slot with an amount billed and sent
+    assert lag[2] > 0 and lag[3] >= 0 and lag[4]  # events measured; sent after billed
     assert _float_money_columns() == []
 
 

@@ -7,6 +7,8 @@ select
     revisions,
     quantity_sent,
     quantity_pending,
-    quantity_dead
+    quantity_dead,
+    first_sent_at,
+    last_sent_at
 from {{ source('stripe_sync', 'outbox_slots') }}
 where operation = 'meter_event'
