@@ -4,7 +4,7 @@ import dagster as dg
 import psycopg
 
 from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
-from orchestration.assets.ingestion import ACCEPTED_USAGE_EVENTS, USAGE_FILE_COUNTS
+from orchestration.assets.ingestion import ACCEPTED_USAGE_EVENTS, USAGE_FILE_COUNTS, usage_events
 from orchestration.partitions import daily_partitions
 from orchestration.quality.usage_suite import usage_profile, validate_usage_profile
 from orchestration.resources import LedgerResource, WarehouseResource
@@ -119,3 +119,17 @@ def stripe_outbox_clear(ledger: LedgerResource) -> dg.AssetCheckResult:
             ),
         },
     )
+
+
+# A day shows red in the UI when its raw usage or its billing is not materialised by 03:00 UTC
+# the next morning (the schedule runs at 01:00).
+FRESHNESS_DEADLINE_CRON = "0 3 * * *"
+daily_freshness_checks = dg.build_time_partition_freshness_checks(
+    assets=[usage_events, ledger_usage_accruals, stripe_meter_events],
+    deadline_cron=FRESHNESS_DEADLINE_CRON,
+    timezone="UTC",
+)
+freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
+    freshness_checks=daily_freshness_checks,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)

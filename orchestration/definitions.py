@@ -10,6 +10,8 @@ from orchestration.assets.finance import ledger_replica, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
     accepted_usage_events_suite,
+    daily_freshness_checks,
+    freshness_checks_sensor,
     ledger_balanced,
     stripe_outbox_clear,
     usage_lines_conserved,
@@ -36,7 +38,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             usage_lines_conserved,
             ledger_balanced,
             stripe_outbox_clear,
+            *daily_freshness_checks,
         ],
+        sensors=[freshness_checks_sensor],
         jobs=[daily_billing_job],
         schedules=[daily_billing_schedule],
         resources=build_resources(settings),

@@ -26,8 +26,22 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
         "ledger_usage_accruals",
         "stripe_meter_events",
     } <= keys
+    assert {
+        "ledger_replica_entries",
+        "stripe_outbox_slots",
+        "customer_balances",
+        "billing_conservation_daily",
+        "metering_lag_daily",
+    } <= keys
     assert defs.resolve_job_def("daily_billing") is not None
     assert [s.name for s in defs.schedules or []] == ["daily_billing_schedule"]
+    assert [s.name for s in defs.sensors or []] == ["freshness_checks_sensor"]
+    check_names = {
+        (check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys
+    }
+    for asset in ("accepted_usage_events", "ledger_usage_accruals", "stripe_meter_events"):
+        assert (asset, "freshness_check") in check_names, sorted(check_names)[:20]
+    assert ("stripe_meter_events", "stripe_outbox_clear") in check_names
 
 
 def test_dagster_definitions_validate_passes() -> None:
