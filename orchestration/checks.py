@@ -133,3 +133,59 @@ freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
     freshness_checks=daily_freshness_checks,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
+
+
+METERING_LAG = dg.AssetKey("metering_lag_daily")
+LAG_WARNING_SECONDS = 2 * 86_400  # billed or sent more than two days after the day ended
+
+
+@dg.asset_check(
+    asset=METERING_LAG,
+    partitions_def=daily_partitions,
+    description=(
+        "The metering lag of the usage dates this partition touched, as a table to read at a "
+        "glance; warns when a slot was billed or sent more than two days after its day ended."
+    ),
+)
+def metering_lag_summary(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            """
+            select usage_date, sum(events), max(received_lag_p95_seconds),
+                max(received_lag_max_seconds), sum(slots), sum(slots_sent),
+                max(billed_lag_max_seconds), max(sent_lag_max_seconds)
+            from metering_lag_daily
+            where usage_date in (
+                select usage_date from ingest.partition_usage_dates
+                where arrival_date >= ? and arrival_date < ?)
+            group by usage_date order by usage_date
+            """,
+            [window.start.date(), window.end.date()],
+        ).fetchall()
+    header = (
+        "| usage date | events | received p95 | received max | slots | sent | billed max "
+        "| sent max |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    table = header + "".join(
+        f"| {day} | {events or 0:,} | {_hours(p95)} | {_hours(rmax)} | {slots:,} | "
+        f"{sent:,} | {_hours(bmax)} | {_hours(smax)} |\n"
+        for day, events, p95, rmax, slots, sent, bmax, smax in rows
+    )
+    slowest = max((max(r[6] or 0, r[7] or 0) for r in rows), default=0)
+    unsent = sum(r[4] - r[5] for r in rows)
+    return dg.AssetCheckResult(
+        passed=slowest <= LAG_WARNING_SECONDS and unsent == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "lag_table": dg.MetadataValue.md(table),
+            "slowest_billing_or_send_hours": round(slowest / 3600, 2),
+            "slots_not_sent": unsent,
+        },
+    )
+
+
+def _hours(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 3600:.1f} h"

@@ -13,6 +13,7 @@ from orchestration.checks import (
     daily_freshness_checks,
     freshness_checks_sensor,
     ledger_balanced,
+    metering_lag_summary,
     stripe_outbox_clear,
     usage_lines_conserved,
 )
@@ -38,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             usage_lines_conserved,
             ledger_balanced,
             stripe_outbox_clear,
+            metering_lag_summary,
             *daily_freshness_checks,
         ],
         sensors=[freshness_checks_sensor],

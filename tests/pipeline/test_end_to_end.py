@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import psycopg
 import pytest
@@ -160,6 +161,20 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     billed_slots = sum(1 for amount in EXPECTED_DAILY_AMOUNTS.values() if amount)
     assert lag[0] == lag[1] == billed_slots  # every slot with an amount billed and sent
     assert lag[2] > 0 and lag[3] >= 0 and lag[4]  # events measured; sent after billed
+    lag_table = _latest_check_metadata("metering_lag_daily", "metering_lag_summary")["lag_table"]
+    assert "| 2026-10-01 |" in lag_table.value and "| usage date |" in lag_table.value
+
+
+def _latest_check_metadata(asset: str, check: str) -> dict[str, dg.MetadataValue]:
+    """The metadata of a check's latest evaluation, as the Dagster UI shows it."""
+    instance = prepare_instance(get_settings())
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
+    )
+    assert history, f"{asset}:{check} never ran"
+    event = history[0].event
+    assert event is not None and event.dagster_event is not None
+    return dict(event.dagster_event.event_specific_data.metadata)  # type: ignore[union-attr]
     assert _float_money_columns() == []
 
 
