@@ -515,25 +515,28 @@ def _not_posted_yet(batch: Sequence[Transaction], stored: dict[str, str]) -> lis
     """The transactions to write: each key once, unless stored already with the same content.
 
     A key stored (or repeated in the batch) with other content is a conflict: nothing is posted.
+    Content hashes of new keys are left for the COPY to compute, so that Python hashes the next
+    rows while PostgreSQL inserts the previous ones.
     """
-    new: list[Transaction] = []
-    seen: dict[str, str] = dict(stored)
+    new: dict[str, Transaction] = {}
     conflicting: set[str] = set()
     for transaction in batch:
-        content_hash = transaction.content_hash()
-        known = seen.get(transaction.key)
-        if known is None:
-            seen[transaction.key] = content_hash
-            new.append(transaction)
-        elif known != content_hash:
-            conflicting.add(transaction.key)
+        known = stored.get(transaction.key)
+        if known is not None:
+            if transaction.content_hash() != known:
+                conflicting.add(transaction.key)
+        elif transaction.key in new:
+            if transaction.content_hash() != new[transaction.key].content_hash():
+                conflicting.add(transaction.key)
+        else:
+            new[transaction.key] = transaction
     if conflicting:
         raise LedgerConflictError(
             f"Ledger keys exist with different content: {_some(sorted(conflicting))}. A posted "
             "transaction is never changed; post a correction under a new key. Nothing of this "
             "batch was posted."
         )
-    return new
+    return list(new.values())
 
 
 def _copy_transactions(cursor: psycopg.Cursor, new: Sequence[Transaction]) -> dict[str, int]:
