@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -156,6 +157,34 @@ def summary() -> None:
     """Print the figures of what has been billed so far."""
     settings = get_settings()
     _print_summary(settings, stripe_events=None)
+
+
+@app.command()
+def report(
+    period: Annotated[
+        str, typer.Option("--period", help="Billing period: a calendar month (UTC), e.g. 2026-10.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="HTML file to write (default: data/reports/finance-YYYY-MM.html)."),
+    ] = None,
+) -> None:
+    """Write the finance report of one billing period as a self-contained HTML file."""
+    from reporting.finance_report import BillingPeriod, WarehouseError, load_finance_report
+    from reporting.html import write_report
+
+    try:
+        billing_period = BillingPeriod.parse(period)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--period") from None
+    settings = get_settings()
+    target = output or settings.data_dir / "reports" / f"finance-{billing_period.label}.html"
+    try:
+        finance_report = load_finance_report(settings.warehouse_path, billing_period)
+    except WarehouseError as error:
+        typer.echo(f"Cannot write the report: {error}.", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Wrote {write_report(finance_report, target)}")
 
 
 @app.command()
