@@ -19,8 +19,12 @@ HEIGHT = 220
 SECONDS_PER_HOUR = 3600
 
 
-def _spec(chart: alt.Chart, title: str) -> Spec:
-    return chart.properties(width=WIDTH, height=HEIGHT, title=title).to_dict()
+# Horizontal bars get a fixed band each, so one currency or two models make a short chart.
+BAR_STEP = alt.Step(28)
+
+
+def _spec(chart: alt.Chart, title: str, *, height: int | alt.Step = HEIGHT) -> Spec:
+    return chart.properties(width=WIDTH, height=height, title=title).to_dict()
 
 
 def _amount_title(currencies: set[str]) -> str:
@@ -41,7 +45,12 @@ def accuracy_chart(rows: list[AccuracyRow]) -> Spec:
         .mark_bar()
         .encode(
             y=alt.Y("currency:N", title="Currency"),
-            x=alt.X("invoices:Q", title="Invoices compared", stack="zero"),
+            x=alt.X(
+                "invoices:Q",
+                title="Invoices compared",
+                stack="zero",
+                axis=alt.Axis(tickMinStep=1, format="d"),
+            ),
             color=alt.Color(
                 "outcome:N",
                 title="Invoice",
@@ -50,7 +59,7 @@ def accuracy_chart(rows: list[AccuracyRow]) -> Spec:
             tooltip=["currency:N", "outcome:N", "invoices:Q"],
         )
     )
-    return _spec(chart, "Invoices matching Stripe and the ledger")
+    return _spec(chart, "Invoices matching Stripe and the ledger", height=BAR_STEP)
 
 
 def revenue_by_model_chart(rows: list[PlanModelRevenue]) -> Spec:
@@ -73,7 +82,7 @@ def revenue_by_model_chart(rows: list[PlanModelRevenue]) -> Spec:
             tooltip=["model:N", "plan:N", alt.Tooltip("amount:Q", format=",.2f")],
         )
     )
-    return _spec(chart, "Billed usage by model and plan")
+    return _spec(chart, "Billed usage by model and plan", height=BAR_STEP)
 
 
 def daily_revenue_chart(rows: list[DailyRevenue]) -> Spec:
