@@ -77,7 +77,11 @@ def revenue_by_model_chart(rows: list[PlanModelRevenue]) -> Spec:
         .mark_bar()
         .encode(
             y=alt.Y("model:N", title="Model", sort="-x"),
-            x=alt.X("sum(amount):Q", title=_amount_title({row.currency for row in rows})),
+            x=alt.X(
+                "sum(amount):Q",
+                title=_amount_title({row.currency for row in rows}),
+                axis=alt.Axis(format=",.0f", tickCount=6),
+            ),
             color=alt.Color("plan:N", title="Plan"),
             tooltip=["model:N", "plan:N", alt.Tooltip("amount:Q", format=",.2f")],
         )
@@ -100,7 +104,11 @@ def daily_revenue_chart(rows: list[DailyRevenue]) -> Spec:
         .mark_bar()
         .encode(
             x=alt.X("usage_date:O", title="Usage date (UTC)"),
-            y=alt.Y("sum(amount):Q", title=_amount_title({row.currency for row in rows})),
+            y=alt.Y(
+                "sum(amount):Q",
+                title=_amount_title({row.currency for row in rows}),
+                axis=alt.Axis(format=",.0f", tickCount=6),
+            ),
             color=alt.Color("model:N", title="Model"),
             tooltip=["usage_date:O", "model:N", alt.Tooltip("amount:Q", format=",.2f")],
         )

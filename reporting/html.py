@@ -125,13 +125,13 @@ def _header(report: FinanceReport) -> str:
         balanced = '<span class="note">no ledger replica in the warehouse yet</span>'
     elif ledger.balanced:
         balanced = (
-            f'<span class="ok">yes</span>: all {ledger.transactions} replicated transactions '
+            f'<span class="ok">yes</span>: all {ledger.transactions:,} replicated transactions '
             "sum to zero per currency"
         )
     else:
         balanced = (
-            f'<span class="bad">no</span>: {ledger.unbalanced_transactions} of '
-            f"{ledger.transactions} replicated transactions do not sum to zero"
+            f'<span class="bad">no</span>: {ledger.unbalanced_transactions:,} of '
+            f"{ledger.transactions:,} replicated transactions do not sum to zero"
         )
     last_day = period.end.toordinal() - 1
     return f"""<header>
@@ -331,7 +331,7 @@ def _lag_section(lag: list[LagDay] | None, chart_specs: dict[str, charts.Spec]) 
     rows = [
         [
             day.usage_date.isoformat(),
-            str(day.events),
+            f"{day.events:,}",
             f"{day.slots_sent} / {day.slots}",
             _duration(day.received_lag_p95_seconds),
             _duration(day.billed_lag_p95_seconds),
