@@ -3,12 +3,9 @@ PostgreSQL and stripe-python over HTTP to the local Stripe-compatible server."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +21,7 @@ from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
-from stripe_local.server import LocalStripeServer
-from tests.conftest import FIXTURE_STRIPE_NOW, PipelineEnvironment
+from tests.conftest import PipelineEnvironment
 from tests.hand_fixture import (
     EXPECTED_COUNTS,
     EXPECTED_DAILY_AMOUNTS,
@@ -33,8 +29,8 @@ from tests.hand_fixture import (
     EXPECTED_LEDGER_TRANSACTIONS,
     EXPECTED_METER_EVENTS,
     EXPECTED_RECEIVABLE,
-    write_hand_fixture,
 )
+from tests.pipeline.conftest import local_meter_events
 
 DAY_1 = date(2026, 10, 1)
 DAY_2 = date(2026, 10, 2)
@@ -50,28 +46,9 @@ NATURAL_KEYS = {
 }
 
 
-@pytest.fixture
-def stripe_server(
-    pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    write_hand_fixture(pipeline_env.data_dir)
-    with LocalStripeServer(
-        db_path=pipeline_env.data_dir / "stripe_local.sqlite3",
-        now=FIXTURE_STRIPE_NOW,
-        seed_customers_csv=pipeline_env.data_dir / "raw" / "stripe" / "customers.csv",
-    ) as server:
-        monkeypatch.setenv("METERBOOK_STRIPE_API_BASE", server.url)
-        yield server.url
-
-
 def _run(first: date, last: date, chunk_days: int = 1) -> None:
     outcomes = run_days(get_settings(), first, last, chunk_days=chunk_days)
     assert outcomes and all(o.success for o in outcomes), outcomes
-
-
-def _meter_events(stripe_url: str) -> list[dict[str, object]]:
-    with urllib.request.urlopen(f"{stripe_url}/_local/meter_events") as response:
-        return json.loads(response.read())
 
 
 def _ledger_state(ledger_url: str) -> tuple[int, str]:
@@ -163,6 +140,20 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert lag[2] > 0 and lag[3] >= 0 and lag[4]  # events measured; sent after billed
     lag_table = _latest_check_metadata("metering_lag_daily", "metering_lag_summary")["lag_table"]
     assert "| 2026-10-01 |" in lag_table.value and "| usage date |" in lag_table.value
+    assert _float_money_columns() == []
+    events = local_meter_events(stripe_server)
+    assert len(events) == EXPECTED_METER_EVENTS
+    sent: dict[tuple[str, str], int] = {}
+    for event in events:
+        payload = event["payload"]
+        assert isinstance(payload, dict)
+        key = (str(payload["stripe_customer_id"]), str(event["event_name"]))
+        sent[key] = sent.get(key, 0) + int(payload["value"])
+    assert sent[("cus_alpha0000000001", "nimbus_large__input_tokens")] == 370_000
+    assert sent[("cus_alpha0000000001", "nimbus_large__requests")] == 2
+    assert sent[("cus_beta00000000002", "nimbus_small__output_tokens")] == 110_000
+    assert ("cus_beta00000000002", "nimbus_small__cache_read_tokens") in sent  # 1 Oct only
+    assert Decimal(0) not in {Decimal(str(e["payload"]["value"])) for e in events}  # type: ignore[index]
 
 
 def _latest_check_metadata(asset: str, check: str) -> dict[str, dg.MetadataValue]:
@@ -175,7 +166,6 @@ def _latest_check_metadata(asset: str, check: str) -> dict[str, dg.MetadataValue
     event = history[0].event
     assert event is not None and event.dagster_event is not None
     return dict(event.dagster_event.event_specific_data.metadata)  # type: ignore[union-attr]
-    assert _float_money_columns() == []
 
 
 MONEY_COLUMN_WORDS = ("amount", "price", "minor", "fee", "balance", "credit", "receivable")
@@ -191,28 +181,14 @@ def _float_money_columns() -> list[tuple[str, str, str, str]]:
         ).fetchall()
     return [c for c in columns if any(word in c[2].lower() for word in MONEY_COLUMN_WORDS)]
 
-    events = _meter_events(stripe_server)
-    assert len(events) == EXPECTED_METER_EVENTS
-    sent: dict[tuple[str, str], int] = {}
-    for event in events:
-        payload = event["payload"]
-        assert isinstance(payload, dict)
-        key = (str(payload["stripe_customer_id"]), str(event["event_name"]))
-        sent[key] = sent.get(key, 0) + int(payload["value"])
-    assert sent[("cus_alpha0000000001", "nimbus_large__input_tokens")] == 370_000
-    assert sent[("cus_alpha0000000001", "nimbus_large__requests")] == 2
-    assert sent[("cus_beta00000000002", "nimbus_small__output_tokens")] == 110_000
-    assert ("cus_beta00000000002", "nimbus_small__cache_read_tokens") in sent  # 1 Oct only
-    assert Decimal(0) not in {Decimal(str(e["payload"]["value"])) for e in events}  # type: ignore[index]
-
 
 def test_running_the_same_partition_twice_changes_nothing(
     pipeline_env: PipelineEnvironment, stripe_server: str
 ) -> None:
     _run(DAY_1, DAY_1)
-    first = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    first = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
     _run(DAY_1, DAY_1)
-    second = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    second = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
     assert first == second
     assert first[1] == 7
     assert set(_duplicate_keys().values()) == {0}
@@ -222,11 +198,11 @@ def test_overlapping_backfills_leave_the_same_state_as_one_clean_run(
     pipeline_env: PipelineEnvironment, stripe_server: str
 ) -> None:
     _run(DAY_1, DAY_2)
-    clean = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    clean = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
     _run(DAY_1, DAY_2, chunk_days=2)  # a single-run backfill over both days
     _run(DAY_2, DAY_2)
     _run(DAY_1, DAY_2, chunk_days=2)
-    again = (_ledger_state(pipeline_env.ledger_url), len(_meter_events(stripe_server)))
+    again = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
     assert again == clean
     assert clean[0][0] == EXPECTED_LEDGER_TRANSACTIONS
     assert set(_duplicate_keys().values()) == {0}
@@ -262,7 +238,7 @@ def test_a_failing_quality_gate_stops_the_ledger_and_stripe(
     assert gate.passed is False
     failed = {f["kwargs"]["column"] for f in gate.metadata["failed_expectations"].value}
     assert failed == {"input_tokens_min", "input_tokens_max"} or failed == {"input_tokens_max"}
-    assert _meter_events(stripe_server) == []
+    assert local_meter_events(stripe_server) == []
     with Ledger.connect(pipeline_env.ledger_url) as book:
         assert book.verify().transactions == 0
 
