@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
+from orchestration.assets.billing import (
+    ledger_usage_accruals,
+    ledger_usage_batch,
+    stripe_meter_events,
+)
 from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
 from orchestration.assets.finance import ledger_replica, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
@@ -12,9 +16,13 @@ from orchestration.checks import (
     accepted_usage_events_suite,
     daily_freshness_checks,
     freshness_checks_sensor,
+    invoice_lines_suite,
     ledger_balanced,
+    ledger_batch_suite,
     metering_lag_summary,
+    staging_usage_events_suite,
     stripe_outbox_clear,
+    usage_files_suite,
     usage_lines_conserved,
 )
 from orchestration.jobs import daily_billing_job, daily_billing_schedule
@@ -28,6 +36,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             stripe_exports,
             usage_events,
             meterbook_dbt_models,
+            ledger_usage_batch,
             ledger_usage_accruals,
             stripe_meter_events,
             ledger_replica,
@@ -36,7 +45,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[
             accepted_usage_events_suite,
+            usage_files_suite,
             usage_lines_conserved,
+            staging_usage_events_suite,
+            invoice_lines_suite,
+            ledger_batch_suite,
             ledger_balanced,
             stripe_outbox_clear,
             metering_lag_summary,

@@ -23,6 +23,7 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
         "stg_usage__events",
         "billable_usage_daily",
         "invoice_lines",
+        "ledger_usage_batch",
         "ledger_usage_accruals",
         "stripe_meter_events",
     } <= keys
@@ -42,6 +43,17 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
     for asset in ("accepted_usage_events", "ledger_usage_accruals", "stripe_meter_events"):
         assert (asset, "freshness_check") in check_names, sorted(check_names)[:20]
     assert ("stripe_meter_events", "stripe_outbox_clear") in check_names
+    gates = {
+        ("accepted_usage_events", "accepted_usage_events_suite"),
+        ("usage_file_counts", "usage_files_suite"),
+        ("stg_usage__events", "staging_usage_events_suite"),
+        ("invoice_lines", "invoice_lines_suite"),
+        ("ledger_usage_batch", "ledger_batch_suite"),
+    }
+    assert gates <= check_names
+    for asset, name in gates:
+        spec = graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey(asset), name))
+        assert spec.blocking, f"{asset}.{name} must block what is downstream of it"
 
 
 def test_dagster_definitions_validate_passes() -> None:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 
-from orchestration.quality.usage_suite import validate_usage_profile
+from orchestration.quality.usage_suite import profiled_events, validate_usage_profile
 
 
 def _profile(**overrides: object) -> pd.DataFrame:
@@ -33,9 +33,10 @@ def _profile(**overrides: object) -> pd.DataFrame:
 
 
 def test_a_clean_profile_passes() -> None:
-    outcome = validate_usage_profile(_profile())
+    profile = _profile()
+    outcome = validate_usage_profile(profile)
     assert outcome.success, outcome.failures
-    assert outcome.events == 3
+    assert profiled_events(profile) == 3
 
 
 def test_bad_values_fail_with_the_expectation_named() -> None:

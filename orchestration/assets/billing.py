@@ -16,6 +16,8 @@ from ledger.usage_accruals import (
     accrual_effective_at,
     plan_usage_accruals,
 )
+from orchestration import ledger_batches
+from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
 from stripe_sync import outbox
@@ -29,6 +31,7 @@ from stripe_sync.meter_events import (
 )
 
 BILLABLE_USAGE = dg.AssetKey("billable_usage_daily")
+INVOICE_LINES = dg.AssetKey("invoice_lines")
 PRICE_BOOK_METERS = dg.AssetKey("price_book_meters")
 
 
@@ -60,20 +63,22 @@ def billable_rows(
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[BILLABLE_USAGE],
+    deps=[BILLABLE_USAGE, INVOICE_LINES],
     group_name="billing",
-    kinds={"postgres"},
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
     description=(
-        "Usage accruals in the double-entry ledger (customer unbilled receivable / usage "
-        "revenue), one revision per change of a customer, meter and day's rated amount."
+        "The ledger transactions this partition is about to post (rated amount minus what the "
+        "ledger holds, per customer, meter and day), staged in the warehouse for the batch gate."
     ),
 )
-def ledger_usage_accruals(
+def ledger_usage_batch(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, ledger: LedgerResource
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
+    start, end = window.start.date(), window.end.date()
     with warehouse.connect() as conn:
-        usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
+        usage_dates = touched_usage_dates(conn, start, end)
         rows = billable_rows(conn, usage_dates)
     rated = [
         RatedSlot(customer_id=c, meter_id=m, usage_date=d, currency=cur, amount_minor=amount)
@@ -83,17 +88,45 @@ def ledger_usage_accruals(
         posted = book.cause_totals(
             USAGE_ACCRUAL_KIND, effective_at=[accrual_effective_at(day) for day in usage_dates]
         )
-        transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
-        result = book.post_many(transactions)
-        report = book.verify()
-    context.log.info(
-        f"Ledger: {result.created} transactions posted, {result.existing} already there, "
-        f"for {len(usage_dates)} usage dates"
-    )
+    transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
+    with warehouse.connect() as conn:
+        entries = ledger_batches.write_batch(conn, start, end, transactions)
     return dg.MaterializeResult(
         metadata={
             "usage_dates": len(usage_dates),
             "slots_rated": len(rated),
+            "transactions_planned": len(transactions),
+            "entries_planned": entries,
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[ledger_usage_batch],
+    group_name="billing",
+    kinds={"postgres"},
+    description=(
+        "Usage accruals in the double-entry ledger (customer unbilled receivable / usage "
+        "revenue), one revision per change of a customer, meter and day's rated amount: the "
+        "staged batch, posted once it passed its gate."
+    ),
+)
+def ledger_usage_accruals(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ledger: LedgerResource
+) -> dg.MaterializeResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        transactions = ledger_batches.read_batch(conn, window.start.date(), window.end.date())
+    with ledger.open() as book:
+        result = book.post_many(transactions)
+        report = book.verify()
+    context.log.info(
+        f"Ledger: {result.created} transactions posted, {result.existing} already there"
+    )
+    return dg.MaterializeResult(
+        metadata={
             "transactions_posted": result.created,
             "transactions_already_posted": result.existing,
             "ledger_transactions": report.transactions,

@@ -5,19 +5,18 @@ event type, model and request kind with counts, minima and maxima. Every expecta
 null, in set, between) holds for all events exactly when it holds for their profile, so nothing is
 sampled away, and a day of 20 M events validates as a few thousand rows.
 
-``great_expectations`` takes ~11 s to import, so it is imported inside ``validate_usage_profile``,
-never when Dagster loads the code location.
+The suite is run by ``gx_runner``, which imports ``great_expectations`` lazily.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import duckdb
 
 from ingestion.usage_events import KNOWN_EVENT_TYPES, MAX_LATENESS_DAYS, MAX_TOKENS_PER_EVENT
+from orchestration.quality.gx_runner import SuiteOutcome, run_suite
 
 PROFILE_SQL = """
 select
@@ -44,14 +43,6 @@ where lines.status = 'accepted'
   and lines.arrival_date >= ? and lines.arrival_date < ?
 group by all
 """
-
-
-@dataclass(frozen=True)
-class SuiteOutcome:
-    success: bool
-    profile_rows: int
-    events: int
-    failures: list[dict[str, Any]]
 
 
 def usage_profile(conn: duckdb.DuckDBPyConnection, start: date, end: date) -> Any:
@@ -100,39 +91,14 @@ def build_suite(gx: Any) -> Any:
 
 
 def validate_usage_profile(profile: Any) -> SuiteOutcome:
-    """Run the suite over the profile; return the failing expectations with sample values."""
-    import great_expectations as gx
+    """Run the suite over the profile; return the failing expectations with sample rows."""
+    return run_suite(
+        "accepted_usage_events",
+        build_suite,
+        profile,
+        row_identity=["customer_id", "usage_date", "event_type", "model"],
+    )
 
-    context = gx.get_context(mode="ephemeral")
-    batch_definition = (
-        context.data_sources.add_pandas("warehouse")
-        .add_dataframe_asset("accepted_usage_profile")
-        .add_batch_definition_whole_dataframe("partition")
-    )
-    suite = context.suites.add(build_suite(gx))
-    validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name="accepted_usage_events", data=batch_definition, suite=suite)
-    )
-    result = validation.run(batch_parameters={"dataframe": profile})
-    failures = []
-    for expectation_result in result.results:
-        if expectation_result.success:
-            continue
-        config = expectation_result.expectation_config
-        details = expectation_result.result or {}
-        failures.append(
-            {
-                "expectation": config.type,
-                "kwargs": {k: str(v) for k, v in config.kwargs.items() if k != "batch_id"},
-                "unexpected_count": details.get("unexpected_count"),
-                "sample_unexpected": [str(v) for v in details.get("partial_unexpected_list", [])][
-                    :10
-                ],
-            }
-        )
-    return SuiteOutcome(
-        success=bool(result.success),
-        profile_rows=len(profile),
-        events=int(profile["events"].sum()) if len(profile) else 0,
-        failures=failures,
-    )
+
+def profiled_events(profile: Any) -> int:
+    return int(profile["events"].sum()) if len(profile) else 0

@@ -1,0 +1,82 @@
+"""The gate on invoice lines: what a customer will be charged for a billing period.
+
+Money stays exact: amounts are compared in SQL and reach the suite as booleans or as text, never
+as floats. The lines checked are those of the billing periods the partition's usage dates fall
+in, so a late event that changes last month's line is checked when it arrives.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import duckdb
+
+from orchestration.quality.gx_runner import SuiteOutcome, run_suite
+
+# decimal(38, 12) as text: digits, a point, exactly 12 decimals; no sign (non-negative).
+EXACT_NON_NEGATIVE_AMOUNT = r"^[0-9]+\.[0-9]{12}$"
+CURRENCY_CODE = r"^[a-z]{3}$"
+
+PROFILE_SQL = """
+with periods as (
+    select distinct cast(date_trunc('month', usage_date) as date) as billing_period_start_date
+    from ingest.partition_usage_dates
+    where arrival_date >= ? and arrival_date < ?
+)
+select
+    lines.customer_id,
+    cast(lines.billing_period_start_date as varchar) as billing_period_start_date,
+    lines.meter_id,
+    lines.currency,
+    cast(lines.amount_minor_exact as varchar) as amount_minor_exact,
+    lines.amount_minor,
+    lines.quantity_units,
+    lines.amount_minor >= 0 as amount_is_non_negative,
+    abs(lines.rounding_minor) <= 0.5 as rounded_to_the_nearest_minor_unit,
+    lines.amount_minor - lines.amount_minor_exact = lines.rounding_minor as rounding_is_recorded,
+    lines.billing_period_end_date > lines.billing_period_start_date as period_is_ordered
+from invoice_lines as lines
+join periods using (billing_period_start_date)
+"""
+
+
+def invoice_lines_profile(conn: duckdb.DuckDBPyConnection, start: date, end: date) -> Any:
+    return conn.execute(PROFILE_SQL, [start, end]).df()
+
+
+def build_suite(gx: Any) -> Any:
+    expectations = gx.expectations
+    suite = gx.ExpectationSuite(name="invoice_lines")
+    for column in ("customer_id", "billing_period_start_date", "meter_id", "amount_minor"):
+        suite.add_expectation(expectations.ExpectColumnValuesToNotBeNull(column=column))
+    suite.add_expectation(
+        expectations.ExpectColumnValuesToMatchRegex(column="currency", regex=CURRENCY_CODE)
+    )
+    suite.add_expectation(
+        expectations.ExpectColumnValuesToMatchRegex(
+            column="amount_minor_exact", regex=EXACT_NON_NEGATIVE_AMOUNT
+        )
+    )
+    suite.add_expectation(
+        expectations.ExpectColumnValuesToBeBetween(column="quantity_units", min_value=0)
+    )
+    for column in (
+        "amount_is_non_negative",
+        "rounded_to_the_nearest_minor_unit",
+        "rounding_is_recorded",
+        "period_is_ordered",
+    ):
+        suite.add_expectation(
+            expectations.ExpectColumnValuesToBeInSet(column=column, value_set=[True])
+        )
+    return suite
+
+
+def validate_invoice_lines(profile: Any) -> SuiteOutcome:
+    return run_suite(
+        "invoice_lines",
+        build_suite,
+        profile,
+        row_identity=["customer_id", "billing_period_start_date", "meter_id"],
+    )
