@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.anomaly_checks import (
+    ingest_share_anomalies,
+    revenue_change_anomalies,
+    usage_volume_anomalies,
+    usage_without_subscription,
+)
 from orchestration.assets.billing import (
     ledger_usage_accruals,
     ledger_usage_batch,
@@ -53,6 +59,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ledger_balanced,
             stripe_outbox_clear,
             metering_lag_summary,
+            usage_volume_anomalies,
+            ingest_share_anomalies,
+            usage_without_subscription,
+            revenue_change_anomalies,
             *daily_freshness_checks,
         ],
         sensors=[freshness_checks_sensor],
