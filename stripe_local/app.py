@@ -23,7 +23,7 @@ from starlette.routing import Route
 from stripe_local.billing import billing_routes
 from stripe_local.catalog import catalog_routes
 from stripe_local.errors import StripeError, new_id, not_found, request_id_header
-from stripe_local.faults import FaultInjector, FaultPlan
+from stripe_local.faults import FaultInjector, FaultPlan, MeterCorruption
 from stripe_local.params import (
     check_parameters,
     hash_param,
@@ -127,6 +127,7 @@ def create_app(
 ) -> FaultInjector:
     """The ASGI app: Stripe's routes over ``store``, with ``clock()`` as the server's time,
     behind the fault injector (which injects nothing unless ``fault_plan`` says so)."""
+    corruption = MeterCorruption()  # counts every meter event as sent until told otherwise
 
     def handler(
         action: Action, route_name: str, *, idempotent: bool
@@ -438,7 +439,11 @@ def create_app(
             "payload": payload,
             "timestamp": timestamp,
         }
-        return event if store.add_meter_event(event, customer_id, int(raw_value)) else None
+        applied, corrupted = corruption.applied_value(identifier, int(raw_value))
+        stored = store.add_meter_event(
+            event, customer_id, int(raw_value), None if corrupted is None else (applied, corrupted)
+        )
+        return event if stored else None
 
     async def create_meter_event(request: Request, params: dict[str, Any]) -> dict[str, Any]:
         check_parameters(params, billing_params.MeterEventCreateParams)
@@ -534,6 +539,17 @@ def create_app(
                 return JSONResponse({"error": str(error)}, status_code=400)
         return JSONResponse(faults.plan.describe())
 
+    async def local_corruption(request: Request) -> Response:
+        nonlocal corruption
+        if request.method == "POST":
+            try:
+                corruption = MeterCorruption.parse((await request.body()).decode())
+            except ValueError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse(
+            {**corruption.describe(), "corrupted_events": store.meter_event_corruptions()}
+        )
+
     async def local_stats(request: Request) -> Response:
         return JSONResponse(
             {
@@ -598,6 +614,7 @@ def create_app(
             Route("/_local/meter_events", local_meter_events, methods=["GET"]),
             Route("/_local/meter_event_errors", local_meter_event_errors, methods=["GET"]),
             Route("/_local/faults", local_faults, methods=["GET", "POST"]),
+            Route("/_local/corruption", local_corruption, methods=["GET", "POST"]),
             Route("/_local/stats", local_stats, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: http_error},

@@ -15,6 +15,7 @@ injects the same faults.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
@@ -160,3 +161,55 @@ async def _answer(send: Send, error: StripeError) -> None:
         }
     )
     await send({"type": "http.response.body", "body": response.body})
+
+
+CORRUPTION_KINDS = ("dropped", "doubled")
+
+
+@dataclass
+class MeterCorruption:
+    """A Stripe that acknowledges meter events but gets usage wrong, for reconciliation tests.
+
+    A share ``drop_rate`` of accepted meter events counts for nothing and ``double_rate`` counts
+    twice, while the caller sees a normal success. Which events is decided by a hash of the
+    seed and the event's identifier, so it does not depend on arrival order or retries.
+    """
+
+    drop_rate: float = 0.0
+    double_rate: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("drop_rate", "double_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a share between 0 and 1, not {value}.")
+        if self.drop_rate + self.double_rate > 1.0:
+            raise ValueError("drop_rate + double_rate cannot exceed 1.")
+
+    @classmethod
+    def parse(cls, text: str) -> MeterCorruption:
+        """``drop=0.01,double=0.01,seed=3``."""
+        options: dict[str, Any] = {}
+        names = {"drop": "drop_rate", "double": "double_rate", "seed": "seed"}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name not in names:
+                raise ValueError(f"Unknown corruption option {name!r}: use drop, double, seed.")
+            options[names[name]] = int(value) if name == "seed" else float(value)
+        return cls(**options)
+
+    def applied_value(self, identifier: str, value: int) -> tuple[int, str | None]:
+        """The value the meter will count for an event, and how it was corrupted (if it was)."""
+        if not (self.drop_rate or self.double_rate):
+            return value, None
+        digest = hashlib.sha256(f"{self.seed}:{identifier}".encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2**64
+        if draw < self.drop_rate:
+            return 0, "dropped"
+        if draw < self.drop_rate + self.double_rate:
+            return 2 * value, "doubled"
+        return value, None
+
+    def describe(self) -> dict[str, Any]:
+        return {"drop_rate": self.drop_rate, "double_rate": self.double_rate, "seed": self.seed}

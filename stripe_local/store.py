@@ -26,6 +26,12 @@ create table if not exists meter_events (
     created integer not null,
     body text not null
 );
+create table if not exists meter_event_corruptions (
+    identifier text primary key,
+    kind text not null,
+    sent_value integer not null,
+    applied_value integer not null
+);
 create index if not exists meter_events_by_customer
     on meter_events (event_name, customer, timestamp);
 create table if not exists idempotency (
@@ -105,8 +111,19 @@ class LocalStripeStore:
 
     # Meter events ---------------------------------------------------------------------------
 
-    def add_meter_event(self, event: dict[str, Any], customer: str, value: int) -> bool:
-        """Store a meter event; False (and nothing stored) when the identifier was seen before."""
+    def add_meter_event(
+        self,
+        event: dict[str, Any],
+        customer: str,
+        value: int,
+        corruption: tuple[int, str] | None = None,
+    ) -> bool:
+        """Store a meter event; False (and nothing stored) when the identifier was seen before.
+
+        ``corruption`` (applied value, kind) makes the meter count another value than was sent
+        (a test-only fault); it is recorded so a test knows which events were corrupted.
+        """
+        applied = value if corruption is None else corruption[0]
         with self._lock:
             cursor = self._conn.execute(
                 "insert or ignore into meter_events values (?, ?, ?, ?, ?, ?, ?)",
@@ -114,13 +131,30 @@ class LocalStripeStore:
                     event["identifier"],
                     event["event_name"],
                     customer,
-                    value,
+                    applied,
                     event["timestamp"],
                     event["created"],
                     json.dumps(event),
                 ],
             )
-            return cursor.rowcount == 1
+            stored = cursor.rowcount == 1
+            if stored and corruption is not None:
+                self._conn.execute(
+                    "insert into meter_event_corruptions values (?, ?, ?, ?)",
+                    [event["identifier"], corruption[1], value, applied],
+                )
+            return stored
+
+    def meter_event_corruptions(self) -> list[dict[str, Any]]:
+        """The meter events counted with another value than was sent, with their slot."""
+        with self._lock:
+            rows = self._conn.execute(
+                "select c.identifier, e.event_name, e.customer, e.timestamp, c.kind, "
+                "c.sent_value, c.applied_value from meter_event_corruptions c "
+                "join meter_events e using (identifier) order by e.rowid"
+            ).fetchall()
+        names = ("identifier", "event_name", "customer", "timestamp", "kind", "sent", "applied")
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def meter_events(self) -> list[dict[str, Any]]:
         """Every stored meter event, in the order they arrived."""

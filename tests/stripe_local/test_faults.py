@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import stripe
 
-from stripe_local.faults import FaultPlan
+from stripe_local.faults import FaultPlan, MeterCorruption
 from stripe_local.server import LocalStripeServer
-from tests.stripe_local.helpers import NOW_ISO, client_for, make_meter, send
+from tests.stripe_local.helpers import NOW, NOW_ISO, client_for, make_meter, send
 
 
 def only(kind: str, timeout: float = 1.0) -> FaultPlan:
@@ -89,3 +89,42 @@ def test_faults_never_touch_the_local_endpoints(tmp_path: Path) -> None:
             client.v1.customers.list()
         with urllib.request.urlopen(f"{s.url}/_local/stats", timeout=5) as response:
             assert response.status == 200
+
+
+def test_corruption_is_parsed_checked_and_decided_by_identifier() -> None:
+    corruption = MeterCorruption.parse("drop=0.25,double=0.25,seed=3")
+    assert corruption.describe() == {"drop_rate": 0.25, "double_rate": 0.25, "seed": 3}
+    decided = [corruption.applied_value(f"mev_{n}", 10) for n in range(400)]
+    assert decided == [corruption.applied_value(f"mev_{n}", 10) for n in range(400)]
+    kinds = {kind: sum(1 for _, k in decided if k == kind) for kind in (None, "dropped", "doubled")}
+    assert 60 < kinds["dropped"] < 140 and 60 < kinds["doubled"] < 140
+    assert {value for value, kind in decided if kind == "dropped"} == {0}
+    assert {value for value, kind in decided if kind == "doubled"} == {20}
+    assert MeterCorruption().applied_value("mev_1", 7) == (7, None)
+    for text in ("drop=1.5", "drop=0.6,double=0.6", "lose=0.1"):
+        with pytest.raises(ValueError):
+            MeterCorruption.parse(text)
+
+
+def test_a_corrupted_meter_counts_wrong_while_the_caller_sees_success(
+    server: LocalStripeServer,
+) -> None:
+    client = client_for(server)
+    meter = make_meter(client)
+    customer = client.v1.customers.create(params={"name": "Corrupted"}).id
+    request = urllib.request.Request(
+        f"{server.url}/_local/corruption", data=b"drop=0.5,double=0.5,seed=1", method="POST"
+    )
+    urllib.request.urlopen(request).close()
+    for n in range(20):
+        assert send(client, customer, 10, identifier=f"evt_{n}").identifier == f"evt_{n}"
+    with urllib.request.urlopen(f"{server.url}/_local/corruption") as response:
+        corrupted = json.loads(response.read())["corrupted_events"]
+    assert len(corrupted) == 20  # every event was dropped or doubled
+    counted = sum(event["applied"] for event in corrupted)
+    summaries = client.v1.billing.meters.event_summaries.list(
+        meter.id,
+        params={"customer": customer, "start_time": NOW - 2 * 86_400, "end_time": NOW},
+    )
+    assert [s.aggregated_value for s in summaries.data] == [counted]
+    assert counted != 200
