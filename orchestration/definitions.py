@@ -16,7 +16,7 @@ from orchestration.assets.billing import (
     stripe_meter_events,
 )
 from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
-from orchestration.assets.finance import ledger_replica, stripe_outbox_slots
+from orchestration.assets.finance import ledger_replica, stripe_meter_usage, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
     accepted_usage_events_suite,
@@ -47,6 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             stripe_meter_events,
             ledger_replica,
             stripe_outbox_slots,
+            stripe_meter_usage,
             finance_dbt_models,
         ],
         asset_checks=[

@@ -4,10 +4,16 @@ import dagster as dg
 import psycopg
 
 from ledger.replication import replicate_ledger
-from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
+from orchestration.assets.billing import (
+    ledger_usage_accruals,
+    stripe_meter_events,
+    touched_usage_dates,
+)
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
-from orchestration.resources import LedgerResource, WarehouseResource
+from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
+from stripe_sync.meter_events import ensure_meters
+from stripe_sync.meter_usage import month_bounds, read_meter_usage, store_meter_usage
 from stripe_sync.replication import copy_outbox_slot_totals
 
 STRIPE_OUTBOX_SLOTS = dg.AssetKey("stripe_outbox_slots")
@@ -90,3 +96,57 @@ def stripe_outbox_slots(
         slots = copy_outbox_slot_totals(pg, conn)
     context.log.info(f"Stripe outbox: {slots} slots copied to the warehouse")
     return dg.MaterializeResult(metadata={"slots": slots})
+
+
+STRIPE_METER_USAGE = dg.AssetKey("stripe_meter_usage")
+
+
+@dg.asset(
+    key=STRIPE_METER_USAGE,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[stripe_meter_events],
+    group_name="finance",
+    kinds={"stripe", "duckdb"},
+    pool=WAREHOUSE_POOL,
+    description=(
+        "What Stripe's Billing Meters counted per customer, meter and day "
+        "(stripe_sync.meter_usage_daily), read back from meter event summaries for every "
+        "customer and meter billed in the billing periods the partition touched."
+    ),
+)
+def stripe_meter_usage(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, stripe: StripeResource
+) -> dg.MaterializeResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
+        periods = sorted({month_bounds(day) for day in usage_dates})
+        billed = {
+            period: conn.execute(
+                "select distinct customer_id, meter_id from billable_usage_daily "
+                "where is_priced and usage_date >= ? and usage_date < ?",
+                list(period),
+            ).fetchall()
+            for period in periods
+        }
+        meters = conn.execute("select meter_id, description from price_book_meters").fetchall()
+    client = stripe.client()
+    stripe_meter_ids = ensure_meters(client, meters)
+    read = {
+        period: read_meter_usage(client, stripe_meter_ids, billed[period], *period)
+        for period in periods
+    }
+    with warehouse.connect() as conn:
+        stored = sum(
+            store_meter_usage(conn, billed[period], *period, read[period]) for period in periods
+        )
+    pairs = sum(len(pairs) for pairs in billed.values())
+    context.log.info(f"Stripe meter usage: {stored} metered days read for {pairs} meters")
+    return dg.MaterializeResult(
+        metadata={
+            "billing_periods": [start.isoformat() for start, _ in periods],
+            "customer_meters_read": pairs,
+            "metered_days": stored,
+        }
+    )

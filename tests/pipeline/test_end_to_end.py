@@ -140,6 +140,14 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert lag[2] > 0 and lag[3] >= 0 and lag[4]  # events measured; sent after billed
     lag_table = _latest_check_metadata("metering_lag_daily", "metering_lag_summary")["lag_table"]
     assert "| 2026-10-01 |" in lag_table.value and "| usage date |" in lag_table.value
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        accuracy = conn.execute(
+            "select invoices_compared, invoices_matching, matching_share, "
+            "total_abs_difference_minor, revenue_at_risk_minor from invoice_accuracy"
+        ).fetchall()
+        discrepancies = conn.execute("select * from reconciliation_discrepancies").fetchall()
+    assert accuracy == [(2, 2, Decimal(1), 0, 0)]  # both customers' October invoices, exact
+    assert discrepancies == []
     assert _float_money_columns() == []
     events = local_meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS

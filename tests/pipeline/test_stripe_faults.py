@@ -73,6 +73,22 @@ def test_a_month_reaches_stripe_exactly_once_through_faults(
         prepare_instance(get_settings())
         run_until_sent()
         assert metered_at_stripe(server) == rated_quantities()  # none missing, none twice
+        with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+            accuracy = conn.execute(
+                "select invoices_compared, matching_share, total_abs_difference_minor "
+                "from invoice_accuracy order by billing_period_start_date"
+            ).fetchall()
+            invoiced = conn.execute(
+                "select count(distinct customer_id) from invoice_lines "
+                "group by billing_period_start_date order by billing_period_start_date"
+            ).fetchall()
+            discrepancies = conn.execute(
+                "select count(*) from reconciliation_discrepancies"
+            ).fetchone()
+        # Every invoice of both periods (September's late events, October) exact to the cent,
+        # Stripe's counts read back through the same faults.
+        assert [(n, 1, 0) for (n,) in invoiced] == accuracy
+        assert discrepancies == (0,)
         injected = sum(faults.describe()["injected"].values())
         assert injected >= 0.1 * (server.store.counter("requests") + injected)
         events = server.store.meter_event_count()

@@ -1,0 +1,123 @@
+"""What Stripe's Billing Meters counted, per customer, meter and day: the other side of the
+reconciliation.
+
+Meterbook knows what it rated and sent; only Stripe knows what its meters counted (an event can
+be lost, applied twice, or refused after the response). Stripe answers that through meter event
+summaries, grouped by day (UTC). Stripe aggregates asynchronously, so a summary read seconds
+after sending can lag; the daily run reads after its own sends and the next run reads again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import duckdb
+import stripe
+
+from stripe_sync.meter_events import _transient_retrying
+
+SCHEMA_SQL = """
+create schema if not exists stripe_sync;
+create table if not exists stripe_sync.meter_usage_daily (
+    customer_id varchar not null,
+    meter_id varchar not null,
+    usage_date date not null,
+    quantity bigint not null,
+    read_at timestamptz not null,
+    primary key (customer_id, meter_id, usage_date)
+);
+"""
+
+
+@dataclass(frozen=True)
+class MeteredDay:
+    customer_id: str
+    meter_id: str  # Meterbook's meter id, which is the Stripe meter's event_name
+    usage_date: date
+    quantity: int
+
+
+def _unix(day: date) -> int:
+    return int(datetime.combine(day, time(0), tzinfo=UTC).timestamp())
+
+
+def read_meter_usage(
+    client: stripe.StripeClient,
+    stripe_meter_ids: dict[str, str],
+    customer_meters: Iterable[tuple[str, str]],
+    first_day: date,
+    end_day: date,
+) -> list[MeteredDay]:
+    """Daily quantities Stripe counted for each (customer, meter) over ``[first_day, end_day)``.
+
+    ``stripe_meter_ids`` maps a meter's event name to its Stripe id. Days with nothing counted
+    are left out.
+    """
+    metered: list[MeteredDay] = []
+    for customer_id, meter_id in sorted(set(customer_meters)):
+        params = {
+            "customer": customer_id,
+            "start_time": _unix(first_day),
+            "end_time": _unix(end_day),
+            "value_grouping_window": "day",
+            "limit": 100,
+        }
+        for attempt in _transient_retrying():
+            with attempt:
+                summaries = list(
+                    client.v1.billing.meters.event_summaries.list(
+                        stripe_meter_ids[meter_id], params=params
+                    ).auto_paging_iter()
+                )
+        for summary in summaries:
+            quantity = int(summary.aggregated_value)
+            if quantity:
+                day = datetime.fromtimestamp(summary.start_time, UTC).date()
+                metered.append(MeteredDay(customer_id, meter_id, day, quantity))
+    return metered
+
+
+def store_meter_usage(
+    conn: duckdb.DuckDBPyConnection,
+    customer_meters: Iterable[tuple[str, str]],
+    first_day: date,
+    end_day: date,
+    metered: list[MeteredDay],
+) -> int:
+    """Replace what is stored for those customers and meters over the days with ``metered``."""
+    conn.execute(SCHEMA_SQL)
+    pairs = sorted(set(customer_meters))
+    read_at = datetime.now(UTC)
+    conn.execute("begin")
+    conn.execute(
+        "create temporary table if not exists read_pairs (customer_id varchar, meter_id varchar)"
+    )
+    conn.execute("delete from read_pairs")
+    if pairs:
+        conn.executemany("insert into read_pairs values (?, ?)", pairs)
+    conn.execute(
+        """
+        delete from stripe_sync.meter_usage_daily as stored
+        where usage_date >= ? and usage_date < ?
+          and exists (
+              select 1 from read_pairs
+              where read_pairs.customer_id = stored.customer_id
+                and read_pairs.meter_id = stored.meter_id)
+        """,
+        [first_day, end_day],
+    )
+    if metered:
+        conn.executemany(
+            "insert into stripe_sync.meter_usage_daily values (?, ?, ?, ?, ?)",
+            [(m.customer_id, m.meter_id, m.usage_date, m.quantity, read_at) for m in metered],
+        )
+    conn.execute("commit")
+    return len(metered)
+
+
+def month_bounds(day: date) -> tuple[date, date]:
+    """The calendar month (UTC) a day falls in, end exclusive."""
+    first = day.replace(day=1)
+    return first, (first + timedelta(days=32)).replace(day=1)

@@ -1,0 +1,142 @@
+"""Reconciliation finds what Stripe got wrong: the local Stripe acknowledges every meter event
+but silently drops 1 % and applies another 1 % twice; finance's tables must list exactly the
+charges and days those events touched, with the right differences, and say the invoices are
+no longer all exact."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections import Counter
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+import duckdb
+import pytest
+
+from ingestion.sample_data import generate_sample_data
+from orchestration.runner import prepare_instance, run_days
+from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from stripe_local.server import LocalStripeServer
+from tests.conftest import PipelineEnvironment
+
+FIRST, LAST = date(2026, 10, 1), date(2026, 10, 12)
+CORRUPTION = "drop=0.01,double=0.01,seed=4"
+
+Slot = tuple[str, str, date]  # customer, meter, usage date
+Charge = tuple[str, str, date]  # customer, meter, billing period start
+
+
+def _round(amount: Decimal) -> int:
+    """The documented rule: half away from zero, once per invoice line."""
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _corrupted_units(server: LocalStripeServer) -> Counter[Slot]:
+    """Per slot, the units Stripe counted minus the units it was sent."""
+    differences: Counter[Slot] = Counter()
+    for event in server.store.meter_event_corruptions():
+        day = datetime.fromtimestamp(event["timestamp"], UTC).date()
+        slot = (event["customer"], event["event_name"], day)
+        differences[slot] += int(event["applied"]) - int(event["sent"])
+    return differences
+
+
+@pytest.mark.slow
+def test_dropped_and_doubled_meter_events_show_as_discrepancies(
+    pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_sample_data(
+        pipeline_env.data_dir,
+        start_date=FIRST,
+        days=(LAST - FIRST).days + 1,
+        customers=12,
+        events_per_day=150,
+        seed=33,
+        price_book_dir=DBT_PROJECT_DIR / "seeds",
+    )
+    with LocalStripeServer(
+        db_path=pipeline_env.data_dir / "stripe_local.sqlite3",
+        now="2026-10-14T00:00:00Z",
+        seed_customers_csv=pipeline_env.data_dir / "raw" / "stripe" / "customers.csv",
+    ) as server:
+        request = urllib.request.Request(
+            f"{server.url}/_local/corruption", data=CORRUPTION.encode(), method="POST"
+        )
+        urllib.request.urlopen(request).close()
+        monkeypatch.setenv("METERBOOK_STRIPE_API_BASE", server.url)
+        prepare_instance(get_settings())
+        outcomes = run_days(get_settings(), FIRST, LAST, chunk_days=31)
+        assert all(outcome.success for outcome in outcomes)  # a discrepancy warns, not blocks
+        corrupted = _corrupted_units(server)
+
+    kinds = Counter(units > 0 for units in corrupted.values())
+    assert kinds[True] >= 1 and kinds[False] >= 1, corrupted  # some doubled, some dropped
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        daily = conn.execute(
+            "select customer_id, meter_id, usage_date, stripe_difference_quantity, "
+            "stripe_difference_minor_exact, unit_price_minor, status "
+            "from usage_reconciliation_daily where status <> 'ok'"
+        ).fetchall()
+        rated = conn.execute(
+            "select customer_id, meter_id, billing_period_start_date, amount_minor_exact, "
+            "amount_minor from invoice_lines"
+        ).fetchall()
+        discrepancies = conn.execute(
+            "select customer_id, meter_id, billing_period_start_date, meterbook_amount_minor, "
+            "stripe_amount_minor, stripe_difference_minor, ledger_difference_minor, "
+            "likely_cause, days_stripe_differs from reconciliation_discrepancies"
+        ).fetchall()
+        accuracy = conn.execute(
+            "select billing_period_start_date, invoices_compared, invoices_matching, "
+            "matching_share, total_abs_difference_minor, revenue_at_risk_minor "
+            "from invoice_accuracy"
+        ).fetchall()
+
+    # Per day: exactly the corrupted slots, each off by the corrupted units at its price.
+    assert {(c, m, d): q for c, m, d, q, *_ in daily} == dict(corrupted)
+    for _, _, _, units, difference, price, status in daily:
+        assert difference == units * price
+        assert status == ("extra_usage" if units > 0 else "missing_usage")
+
+    # Per invoice charge: exactly the charges holding a corrupted day, with their differences.
+    extra_by_charge: Counter[Charge] = Counter()
+    price_by_slot = {(c, m, d): p for c, m, d, _, _, p, _ in daily}
+    for (customer, meter, day), units in corrupted.items():
+        extra_by_charge[(customer, meter, day.replace(day=1))] += (
+            Decimal(units) * price_by_slot[(customer, meter, day)]
+        )
+    lines = {(c, m, period): (exact, whole) for c, m, period, exact, whole in rated}
+    expected = {
+        charge: _round(lines[charge][0] + extra) - lines[charge][1]
+        for charge, extra in extra_by_charge.items()
+    }
+    listed = {(c, m, period): diff for c, m, period, _, _, diff, *_ in discrepancies}
+    assert listed == expected
+    for customer, meter, period, _, _, _, ledger_diff, cause, days in discrepancies:
+        assert ledger_diff == 0  # the ledger holds what Meterbook rated
+        in_charge = {
+            day: units
+            for (c, m, day), units in corrupted.items()
+            if (c, m, day.replace(day=1)) == (customer, meter, period)
+        }
+        values = list(in_charge.values())
+        assert cause == (
+            "missing_and_extra_usage"
+            if min(values) < 0 < max(values)
+            else ("extra_usage" if values[0] > 0 else "missing_usage")
+        )
+        assert days == ", ".join(f"{day} ({units})" for day, units in sorted(in_charge.items()))
+
+    # Per period: the invoices with a discrepancy are not exact; the differences add up.
+    accuracy_by_period = {row[0]: row[1:] for row in accuracy}
+    for period in {period for _, _, period, _, _ in rated}:
+        customers = {c for c, _, p, _, _ in rated if p == period}
+        affected = {c for c, _, p in expected if p == period}
+        compared, matching, share, total_abs, at_risk = accuracy_by_period[period]
+        differences = [d for (_, _, p), d in expected.items() if p == period]
+        assert (compared, matching) == (len(customers), len(customers) - len(affected))
+        assert 0 <= share <= 1 and (share == 1) == (matching == compared)
+        assert total_abs == sum(abs(d) for d in differences)
+        assert at_risk == sum(-d for d in differences if d < 0)
+    october = accuracy_by_period[date(2026, 10, 1)]
+    assert october[1] < october[0]  # fewer than all of October's invoices are exact
