@@ -289,3 +289,73 @@ def metering_lag_summary(
 
 def _hours(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+INVOICE_ACCURACY = dg.AssetKey("invoice_accuracy")
+
+
+@dg.asset_check(
+    asset=INVOICE_ACCURACY,
+    partitions_def=daily_partitions,
+    description=(
+        "Invoice accuracy of the billing periods this partition touched, with the largest "
+        "discrepancies (Meterbook vs Stripe's meter counts vs the ledger), as tables to read at "
+        "a glance; warns when any invoice is not exact to the minor unit."
+    ),
+)
+def reconciliation_summary(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        periods = conn.execute(
+            "select distinct cast(date_trunc('month', usage_date) as date) "
+            "from ingest.partition_usage_dates where arrival_date >= ? and arrival_date < ?",
+            [window.start.date(), window.end.date()],
+        ).fetchall()
+        touched = [period for (period,) in periods]
+        accuracy = conn.execute(
+            "select billing_period_start_date, currency, invoices_compared, invoices_matching, "
+            "total_abs_difference_minor, largest_difference_minor, revenue_at_risk_minor "
+            "from invoice_accuracy where billing_period_start_date in "
+            "(select unnest(?::date[])) order by 1, 2",
+            [touched],
+        ).fetchall()
+        largest = conn.execute(
+            "select customer_id, billing_period_start_date, meter_id, meterbook_amount_minor, "
+            "stripe_amount_minor, ledger_amount_minor, likely_cause, days_stripe_differs "
+            "from reconciliation_discrepancies where billing_period_start_date in "
+            "(select unnest(?::date[])) "
+            "order by abs(stripe_difference_minor) + abs(ledger_difference_minor) desc, "
+            "customer_id, meter_id limit 10",
+            [touched],
+        ).fetchall()
+    accuracy_table = (
+        "| period | currency | invoices | exact | abs. difference | largest | at risk |\n"
+        "|---|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {period} | {currency} | {compared:,} | {matching:,} | {total:,} | {big:,} | "
+            f"{risk:,} |\n"
+            for period, currency, compared, matching, total, big, risk in accuracy
+        )
+    )
+    discrepancy_table = (
+        "| customer | period | meter | Meterbook | Stripe | ledger | cause | days |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {customer} | {period} | {meter} | {ours:,} | {theirs:,} | {ledger:,} | "
+            f"{cause} | {days or '—'} |\n"
+            for customer, period, meter, ours, theirs, ledger, cause, days in largest
+        )
+    )
+    inexact = sum(row[2] - row[3] for row in accuracy)
+    return dg.AssetCheckResult(
+        passed=inexact == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "invoice_accuracy": dg.MetadataValue.md(accuracy_table),
+            "largest_discrepancies": dg.MetadataValue.md(discrepancy_table),
+            "invoices_not_exact": inexact,
+            "amounts": "whole minor units, each side rounded once per invoice line",
+        },
+    )

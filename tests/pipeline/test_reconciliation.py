@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -140,3 +141,17 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
         assert at_risk == sum(-d for d in differences if d < 0)
     october = accuracy_by_period[date(2026, 10, 1)]
     assert october[1] < october[0]  # fewer than all of October's invoices are exact
+
+    # The run's check shows the same at a glance in the Dagster UI, as a warning.
+    history = prepare_instance(get_settings()).event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("invoice_accuracy"), "reconciliation_summary"), limit=1
+    )
+    evaluation = history[0].event.dagster_event.event_specific_data  # type: ignore[union-attr]
+    assert evaluation.passed is False
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["invoices_not_exact"].value == sum(
+        compared - matching for compared, matching, *_ in accuracy_by_period.values()
+    )
+    table = evaluation.metadata["largest_discrepancies"].value
+    biggest = max(expected, key=lambda charge: abs(expected[charge]))
+    assert f"| {biggest[0]} | {biggest[2]} | {biggest[1]} |" in table  # customer, period, meter
