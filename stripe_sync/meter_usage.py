@@ -79,6 +79,11 @@ def read_meter_usage(
     return metered
 
 
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the table even before anything is read: the finance models select from it."""
+    conn.execute(SCHEMA_SQL)
+
+
 def store_meter_usage(
     conn: duckdb.DuckDBPyConnection,
     customer_meters: Iterable[tuple[str, str]],
@@ -87,7 +92,7 @@ def store_meter_usage(
     metered: list[MeteredDay],
 ) -> int:
     """Replace what is stored for those customers and meters over the days with ``metered``."""
-    conn.execute(SCHEMA_SQL)
+    ensure_schema(conn)
     pairs = sorted(set(customer_meters))
     read_at = datetime.now(UTC)
     conn.execute("begin")

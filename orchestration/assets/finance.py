@@ -13,6 +13,7 @@ from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
 from stripe_sync.meter_events import ensure_meters
+from stripe_sync.meter_usage import ensure_schema as ensure_meter_usage_schema
 from stripe_sync.meter_usage import month_bounds, read_meter_usage, store_meter_usage
 from stripe_sync.replication import copy_outbox_slot_totals
 
@@ -120,6 +121,7 @@ def stripe_meter_usage(
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
     with warehouse.connect() as conn:
+        ensure_meter_usage_schema(conn)
         usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
         periods = sorted({month_bounds(day) for day in usage_dates})
         billed = {

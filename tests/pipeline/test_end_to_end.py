@@ -190,6 +190,18 @@ def _float_money_columns() -> list[tuple[str, str, str, str]]:
     return [c for c in columns if any(word in c[2].lower() for word in MONEY_COLUMN_WORDS)]
 
 
+def test_a_day_without_files_runs_clean_on_a_new_warehouse(
+    pipeline_env: PipelineEnvironment, stripe_server: str
+) -> None:
+    """The schedule runs days with no usage too (a quiet day, or before the first file): every
+    asset and model must build from empty tables, and nothing is posted or sent."""
+    _run(date(2026, 10, 5), date(2026, 10, 5))
+    assert _ledger_state(pipeline_env.ledger_url)[0] == 0
+    assert local_meter_events(stripe_server) == []
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        assert conn.execute("select count(*) from invoice_accuracy").fetchone() == (0,)
+
+
 def test_running_the_same_partition_twice_changes_nothing(
     pipeline_env: PipelineEnvironment, stripe_server: str
 ) -> None:
