@@ -1,140 +1,14 @@
-"""Blocking quality gates: nothing reaches the ledger or Stripe unless they pass."""
+"""The checks that are not Great Expectations suites (those are in ``gates.py``): line
+conservation, the ledger's invariants, the Stripe outbox, freshness, lag and reconciliation."""
 
 import dagster as dg
 import psycopg
 
-from orchestration.assets.billing import (
-    INVOICE_LINES,
-    ledger_usage_accruals,
-    ledger_usage_batch,
-    stripe_meter_events,
-)
-from orchestration.assets.ingestion import ACCEPTED_USAGE_EVENTS, USAGE_FILE_COUNTS, usage_events
+from orchestration.assets.billing import ledger_usage_accruals, stripe_meter_events
+from orchestration.assets.ingestion import USAGE_FILE_COUNTS, usage_events
 from orchestration.partitions import daily_partitions
-from orchestration.quality.gx_runner import SuiteOutcome
-from orchestration.quality.invoice_lines_suite import invoice_lines_profile, validate_invoice_lines
-from orchestration.quality.ledger_batch_suite import ledger_batch_profile, validate_ledger_batch
-from orchestration.quality.staging_usage_suite import (
-    staging_usage_profile,
-    validate_staging_usage,
-)
-from orchestration.quality.thresholds import load_thresholds
-from orchestration.quality.usage_files_suite import usage_files_profile, validate_usage_files
-from orchestration.quality.usage_suite import (
-    profiled_events,
-    usage_profile,
-    validate_usage_profile,
-)
 from orchestration.resources import LedgerResource, WarehouseResource
 from stripe_sync import outbox
-
-STAGING_USAGE = dg.AssetKey("stg_usage__events")
-
-
-@dg.asset_check(
-    asset=ACCEPTED_USAGE_EVENTS,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description=(
-        "Great Expectations suite `accepted_usage_events` over the partition's accepted events "
-        "(schema, known types and customers, token ranges, timestamps). Blocks billing on failure."
-    ),
-)
-def accepted_usage_events_suite(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    with warehouse.connect() as conn:
-        profile = usage_profile(conn, window.start.date(), window.end.date())
-    return gate_result(validate_usage_profile(profile), events_validated=profiled_events(profile))
-
-
-def gate_result(outcome: SuiteOutcome, **extra: int) -> dg.AssetCheckResult:
-    """A suite's outcome as check metadata: what failed, sample rows, how much was looked at."""
-    return dg.AssetCheckResult(
-        passed=outcome.success,
-        metadata={
-            **extra,
-            "profile_rows": outcome.rows,
-            "failed_expectations": dg.MetadataValue.json(outcome.failures),
-            "sample_failing_rows": dg.MetadataValue.json(outcome.sample_rows),
-        },
-    )
-
-
-@dg.asset_check(
-    asset=USAGE_FILE_COUNTS,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description=(
-        "Great Expectations suite `usage_files`: blocks a day whose raw lines mostly fail the "
-        "event schema (a format change upstream); thresholds in quality/thresholds.toml."
-    ),
-)
-def usage_files_suite(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    with warehouse.connect() as conn:
-        profile = usage_files_profile(
-            conn, window.start.date(), window.end.date(), load_thresholds()
-        )
-    return gate_result(validate_usage_files(profile))
-
-
-@dg.asset_check(
-    asset=STAGING_USAGE,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description=(
-        "Great Expectations suite `staging_usage_events` over the partition's staged events: "
-        "non-negative typed tokens, usage date = occurrence date, each event id staged once."
-    ),
-)
-def staging_usage_events_suite(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    with warehouse.connect() as conn:
-        profile = staging_usage_profile(conn, window.start.date(), window.end.date())
-    return gate_result(validate_staging_usage(profile), events_validated=profiled_events(profile))
-
-
-@dg.asset_check(
-    asset=INVOICE_LINES,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description=(
-        "Great Expectations suite `invoice_lines` over the billing periods the partition "
-        "touched: non-negative exact amounts at scale 12, currency set, rounded once."
-    ),
-)
-def invoice_lines_suite(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    with warehouse.connect() as conn:
-        profile = invoice_lines_profile(conn, window.start.date(), window.end.date())
-    return gate_result(validate_invoice_lines(profile))
-
-
-@dg.asset_check(
-    asset=ledger_usage_batch,
-    blocking=True,
-    partitions_def=daily_partitions,
-    description=(
-        "Great Expectations suite `ledger_batch` over the staged batch before it is posted: "
-        "every transaction balances per currency, has ≥ 2 non-zero exact entries and a usage "
-        "accrual key. Blocks the posting and Stripe on failure."
-    ),
-)
-def ledger_batch_suite(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    with warehouse.connect() as conn:
-        profile = ledger_batch_profile(conn, window.start.date(), window.end.date())
-    return gate_result(validate_ledger_batch(profile))
 
 
 @dg.asset_check(

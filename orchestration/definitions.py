@@ -19,19 +19,15 @@ from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
 from orchestration.assets.finance import ledger_replica, stripe_meter_usage, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
-    accepted_usage_events_suite,
     daily_freshness_checks,
     freshness_checks_sensor,
-    invoice_lines_suite,
     ledger_balanced,
-    ledger_batch_suite,
     metering_lag_summary,
     reconciliation_summary,
-    staging_usage_events_suite,
     stripe_outbox_clear,
-    usage_files_suite,
     usage_lines_conserved,
 )
+from orchestration.gates import GX_GATES
 from orchestration.jobs import daily_billing_job, daily_billing_schedule
 from orchestration.resources import build_resources
 from orchestration.settings import Settings, get_settings
@@ -52,12 +48,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             finance_dbt_models,
         ],
         asset_checks=[
-            accepted_usage_events_suite,
-            usage_files_suite,
+            *GX_GATES,
             usage_lines_conserved,
-            staging_usage_events_suite,
-            invoice_lines_suite,
-            ledger_batch_suite,
             ledger_balanced,
             stripe_outbox_clear,
             metering_lag_summary,
