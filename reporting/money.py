@@ -18,12 +18,13 @@ def minor_unit_exponent(currency: str) -> int:
     return 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2
 
 
-def to_major_units(amount_minor: Decimal, currency: str) -> Decimal:
-    """Exact: ``Decimal.scaleb`` moves the decimal point without rounding."""
-    return amount_minor.scaleb(-minor_unit_exponent(currency))
+def to_major_units(amount_minor: Decimal | int, currency: str) -> Decimal:
+    """Exact: ``Decimal.scaleb`` moves the decimal point without rounding. Whole minor units
+    come from the warehouse as integers (BIGINT), exact amounts as decimals."""
+    return Decimal(amount_minor).scaleb(-minor_unit_exponent(currency))
 
 
-def format_money(amount_minor: Decimal | None, currency: str) -> str:
+def format_money(amount_minor: Decimal | int | None, currency: str) -> str:
     """``Decimal('123456')`` in usd → ``$1,234.56``; ``Decimal('12.5')`` → ``$0.125``."""
     if amount_minor is None:
         return "–"
@@ -36,6 +37,6 @@ def format_money(amount_minor: Decimal | None, currency: str) -> str:
     return f"{sign}{symbol}{digits}" if symbol else f"{sign}{currency.upper()} {digits}"
 
 
-def plotted(amount_minor: Decimal, currency: str) -> float:
+def plotted(amount_minor: Decimal | int, currency: str) -> float:
     """A float of major units, for a chart's axis only: never for sums or display."""
     return float(to_major_units(amount_minor, currency))

@@ -275,7 +275,8 @@ def test_billing_period_is_a_calendar_month() -> None:
         (Decimal("0E-12"), "usd", "$0.00"),
         (Decimal("1500"), "jpy", "¥1,500"),
         (Decimal("99"), "chf", "CHF 0.99"),
+        (-1241, "usd", "-$12.41"),  # whole minor units arrive as BIGINT from the marts
     ],
 )
-def test_money_is_shown_exactly(amount_minor: Decimal, currency: str, expected: str) -> None:
+def test_money_is_shown_exactly(amount_minor: Decimal | int, currency: str, expected: str) -> None:
     assert format_money(amount_minor, currency) == expected
