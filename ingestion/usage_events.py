@@ -162,11 +162,13 @@ def _classified_sql(arrival_date: date) -> str:
     """Extract typed fields from every raw line and name the first rule it breaks, if any."""
     day = _sql_string(arrival_date.isoformat())
     known_types = ", ".join(_sql_string(t) for t in KNOWN_EVENT_TYPES)
+    # An integer that does not fit in a BIGINT (JSON types 2**63 .. 2**64 - 1 as UBIGINT) does
+    # not cast: it is too large as well.
     token_checks = "\n".join(
         f"""            when field_types[{i + 6}] is null then 'missing_{field}'
             when field_types[{i + 6}] not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
             when try_cast(fields[{i + 6}] as bigint) < 0 then 'negative_{field}'
-            when try_cast(fields[{i + 6}] as bigint) > {MAX_TOKENS_PER_EVENT}
+            when coalesce(try_cast(fields[{i + 6}] as bigint) > {MAX_TOKENS_PER_EVENT}, true)
                 then '{field}_too_large'"""
         for i, field in enumerate(TOKEN_FIELDS)
     )

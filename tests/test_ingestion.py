@@ -190,3 +190,65 @@ def test_an_unreadable_file_is_a_clear_error_and_writes_nothing(
             warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 5)
         )
     assert warehouse.execute("select count(*) from ingest.usage_files").fetchone() == (0,)
+
+
+def _ingest_lines(
+    conn: duckdb.DuckDBPyConnection, tmp_path: Path, body: bytes, *, day: date = date(2026, 10, 3)
+) -> tuple[int, int, int, int]:
+    """Write ``body`` (uncompressed) as the one hour file of ``day``; ingest it; the counts."""
+    folder = tmp_path / "raw" / "usage" / f"date={day.isoformat()}" / "hour=01"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-0000.ndjson.gz").write_bytes(gzip.compress(body))
+    result = ingest_usage_day(conn, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=day)
+    return (
+        result.raw_lines,
+        result.accepted_lines,
+        result.duplicate_lines,
+        result.quarantined_lines,
+    )
+
+
+def _event_line(event_id: str, **changes: object) -> str:
+    """A valid event of 3 October 2026 for ALPHA, with ``changes`` to its fields or tokens."""
+    event: dict[str, object] = {
+        "event_id": event_id,
+        "customer_id": ALPHA,
+        "event_type": "model_call",
+        "occurred_at": "2026-10-03T01:00:00Z",
+        "received_at": "2026-10-03T01:00:01Z",
+    }
+    properties: dict[str, object] = {
+        "model": "nimbus-large",
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cache_read_tokens": 0,
+        "request_kind": "chat",
+    }
+    for key, value in changes.items():
+        (properties if key in properties else event)[key] = value
+    event["properties"] = properties
+    return json.dumps(event)
+
+
+def _reasons_by_line(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    return dict(
+        conn.execute("select line_number, reason from ingest.invalid_usage_lines").fetchall()
+    )
+
+
+def test_token_counts_beyond_signed_64_bits_are_too_large_not_a_failed_day(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: JSON typed 2**63 .. 2**64 - 1 as UBIGINT; no rule caught it and the cast to
+    # BIGINT on insert failed the whole day.
+    lines = [
+        _event_line("evt_ok"),
+        _event_line("evt_u63", input_tokens=2**63),
+        _event_line("evt_u64", output_tokens=2**64 - 1),
+    ]
+    counts = _ingest_lines(warehouse, tmp_path, ("\n".join(lines) + "\n").encode())
+    assert counts == (3, 1, 0, 2)
+    assert _reasons_by_line(warehouse) == {
+        2: "input_tokens_too_large",
+        3: "output_tokens_too_large",
+    }
