@@ -40,7 +40,13 @@ ARRIVAL_DAY_TOLERANCE_HOURS = 6
 
 GZIP_MAGIC = b"\x1f\x8b"
 
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+# RFC 3339 with a zone: "Z" or an offset of at most 23:59 (DuckDB applies any "+HH:MM" it is
+# given, "+99:00" included, which would move the event by days).
+TIMESTAMP_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+# A timestamp that only lacks its zone (any other malformed one is invalid).
+TIMESTAMP_WITHOUT_ZONE_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
 
 SCHEMA_SQL = """
 create schema if not exists ingest;
@@ -214,11 +220,17 @@ def _classified_sql(arrival_date: date) -> str:
             when field_types[4] is null then 'missing_occurred_at'
             when field_types[4] <> 'VARCHAR' or occurred_at is null then 'invalid_occurred_at'
             when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')
+                 and regexp_full_match(fields[4], '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
                 then 'occurred_at_without_time_zone'
+            when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')
+                then 'invalid_occurred_at'
             when field_types[5] is null then 'missing_received_at'
             when field_types[5] <> 'VARCHAR' or received_at is null then 'invalid_received_at'
             when not regexp_full_match(fields[5], '{TIMESTAMP_PATTERN}')
+                 and regexp_full_match(fields[5], '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
                 then 'received_at_without_time_zone'
+            when not regexp_full_match(fields[5], '{TIMESTAMP_PATTERN}')
+                then 'invalid_received_at'
             when received_at < cast({day} as timestamp)
                                - interval {ARRIVAL_DAY_TOLERANCE_HOURS} hour
               or received_at >= cast({day} as timestamp) + interval 1 day

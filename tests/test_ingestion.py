@@ -252,3 +252,40 @@ def test_token_counts_beyond_signed_64_bits_are_too_large_not_a_failed_day(
         2: "input_tokens_too_large",
         3: "output_tokens_too_large",
     }
+
+
+def test_offsets_are_normalised_and_impossible_offsets_are_invalid(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: "+99:00" or "+24:00" matched the pattern and DuckDB applied them, so the
+    # event was accepted and billed days away from when it happened; an offset in another
+    # format ("+0200") was named occurred_at_without_time_zone although it has one.
+    lines = [
+        _event_line(
+            "evt_kolkata",
+            occurred_at="2026-10-03T06:30:00+05:30",
+            received_at="2026-10-02T21:00:01-04:00",
+        ),
+        _event_line("evt_99", occurred_at="2026-10-03T03:00:00+99:00"),
+        _event_line("evt_24", occurred_at="2026-10-03T03:00:00+24:00"),
+        _event_line("evt_60", received_at="2026-10-03T03:00:01+02:60"),
+        _event_line("evt_compact", occurred_at="2026-10-03T03:00:00+0200"),
+        _event_line("evt_named", occurred_at="2026-10-03T01:00:00 UTC"),
+        _event_line("evt_local", occurred_at="2026-10-03T00:59:00"),
+        _event_line("evt_local_space", received_at="2026-10-03 01:00:01"),
+    ]
+    counts = _ingest_lines(warehouse, tmp_path, ("\n".join(lines) + "\n").encode())
+    assert counts == (8, 1, 0, 7)
+    assert warehouse.execute(
+        "select cast(occurred_at as varchar), cast(received_at as varchar) "
+        "from ingest.accepted_usage_events"
+    ).fetchall() == [("2026-10-03 01:00:00", "2026-10-03 01:00:01")]
+    assert _reasons_by_line(warehouse) == {
+        2: "invalid_occurred_at",
+        3: "invalid_occurred_at",
+        4: "invalid_received_at",
+        5: "invalid_occurred_at",
+        6: "invalid_occurred_at",
+        7: "occurred_at_without_time_zone",
+        8: "received_at_without_time_zone",
+    }
