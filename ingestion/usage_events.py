@@ -39,6 +39,8 @@ MAX_CLOCK_SKEW_MINUTES = 5
 ARRIVAL_DAY_TOLERANCE_HOURS = 6
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Lines per insert when a file DuckDB's reader refuses is read in Python (bounds its memory).
+PYTHON_READ_BATCH_LINES = 100_000
 
 # RFC 3339 with a zone: "Z" or an offset of at most 23:59 (DuckDB applies any "+HH:MM" it is
 # given, "+99:00" included, which would move the event by days).
@@ -156,12 +158,94 @@ def _raw_lines_sql(files: list[Path], raw_usage_dir: Path) -> str:
     for path in files:
         relative = path.relative_to(raw_usage_dir).as_posix()
         branches.append(
-            f"select {_sql_string(relative)} as source_file, ordinality as line_number, raw_line "
+            f"select {_sql_string(relative)} as source_file, ordinality as line_number, raw_line, "
+            "true as is_utf8 "
             f"from read_csv({_sql_string(str(path))}, columns={{'raw_line': 'VARCHAR'}}, "
             "header=false, delim=chr(30), quote='', escape='', auto_detect=false, "
             f"new_line='\\n', max_line_size={MAX_LINE_BYTES * 16}) with ordinality"
         )
     return "\nunion all\n".join(branches)
+
+
+def _load_raw_lines(
+    conn: duckdb.DuckDBPyConnection, files: list[Path], raw_usage_dir: Path
+) -> None:
+    """Fill the temp table ``raw_lines``: every line of every file, numbered in its file.
+
+    DuckDB's CSV reader splits the lines, but it refuses a whole file for one line it cannot
+    split: bytes that are not UTF-8, a carriage return (CRLF line ends), the record separator
+    it splits columns on, a line over its maximum size. One bad line must not stop the day, so
+    the files are then read one by one and a file DuckDB refuses is read in Python instead
+    (``_insert_lines_read_in_python``), which also names a file that is not readable gzip.
+    Runs outside the day's transaction: a failed statement would abort it.
+    """
+    conn.execute(
+        "create or replace temp table raw_lines "
+        "(source_file varchar, line_number bigint, raw_line varchar, is_utf8 boolean)"
+    )
+    if not files:
+        return
+    try:
+        conn.execute(f"insert into raw_lines {_raw_lines_sql(files, raw_usage_dir)}")
+        return
+    except duckdb.Error:
+        pass
+    for path in files:
+        try:
+            conn.execute(f"insert into raw_lines {_raw_lines_sql([path], raw_usage_dir)}")
+        except duckdb.Error:
+            _insert_lines_read_in_python(
+                conn, path, source_file=path.relative_to(raw_usage_dir).as_posix()
+            )
+
+
+def _insert_lines_read_in_python(
+    conn: duckdb.DuckDBPyConnection, path: Path, *, source_file: str
+) -> None:
+    """Split a gzip file on ``\\n`` as DuckDB's reader does (a leading BOM dropped, no line
+    after a final newline, an empty line as NULL) and insert its lines into ``raw_lines``.
+
+    A line that is not UTF-8 is kept with its bad bytes as ``\\xNN`` escapes and
+    ``is_utf8 = false``: JSON text must be UTF-8, so it is quarantined as ``invalid_json``.
+    """
+    import pandas as pd
+
+    with path.open("rb") as handle:
+        if handle.read(2) != GZIP_MAGIC:
+            raise IngestionError(
+                f"{path} is not a gzip file (it does not start with gzip's magic). Nothing of "
+                "its day was written: replace it with the complete gzip file (or move it away) "
+                "and re-run the day."
+            )
+    batch: list[tuple[int, str | None, bool]] = []
+
+    def flush() -> None:
+        frame = pd.DataFrame(batch, columns=["line_number", "raw_line", "is_utf8"], dtype=object)
+        frame.insert(0, "source_file", source_file)
+        conn.register("python_read_lines", frame)
+        try:
+            conn.execute("insert into raw_lines select * from python_read_lines")
+        finally:
+            conn.unregister("python_read_lines")
+        batch.clear()
+
+    try:
+        with gzip.open(path, "rb") as stream:
+            for line_number, line in enumerate(stream, start=1):
+                if line.endswith(b"\n"):
+                    line = line[:-1]
+                if line_number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                try:
+                    batch.append((line_number, line.decode("utf-8") or None, True))
+                except UnicodeDecodeError:
+                    batch.append((line_number, line.decode("utf-8", "backslashreplace"), False))
+                if len(batch) >= PYTHON_READ_BATCH_LINES:
+                    flush()
+    except (EOFError, OSError, zlib.error) as error:
+        raise _truncated_file_error(path, error) from error
+    if batch:
+        flush()
 
 
 def _classified_sql(arrival_date: date) -> str:
@@ -193,7 +277,7 @@ def _classified_sql(arrival_date: date) -> str:
                 '$.properties.input_tokens', '$.properties.output_tokens',
                 '$.properties.cache_read_tokens']) end as field_types
         from (
-            select *, raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
+            select *, is_utf8 and raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
                       and json_valid(raw_line) as is_json
             from raw
         )
@@ -264,21 +348,20 @@ def ingest_usage_day(
     ensure_schema(conn)
     files = day_files(raw_usage_dir, arrival_date)
     day = _sql_string(arrival_date.isoformat())
+    try:
+        _load_raw_lines(conn, files, raw_usage_dir)
+    except duckdb.Error as error:
+        raise IngestionError(
+            f"Could not read the usage files for arrival date {arrival_date} "
+            f"under {raw_usage_dir}: {error}. Fix or move the offending file and re-run "
+            "the partition; nothing of this day was written."
+        ) from error
     conn.execute("begin transaction")
     try:
         conn.execute(
             "create or replace temp table known_customers as "
             "select distinct cast(id as varchar) as id from stripe_raw.customers"
         )
-        if files:
-            conn.execute(
-                f"create or replace temp table raw_lines as {_raw_lines_sql(files, raw_usage_dir)}"
-            )
-        else:
-            conn.execute(
-                "create or replace temp table raw_lines "
-                "(source_file varchar, line_number bigint, raw_line varchar)"
-            )
         conn.execute(f"create or replace temp table classified as {_classified_sql(arrival_date)}")
         # Ids whose first copy may change: those of the day's old rows and of its new rows.
         conn.execute(
@@ -390,10 +473,14 @@ def _check_whole_file_was_read(path: Path, bytes_read: int) -> None:
             while stream.read(1 << 20):
                 pass
     except (EOFError, OSError, zlib.error) as error:
-        raise IngestionError(
-            f"{path} is truncated or corrupt ({error}); only part of it could be read. "
-            "Nothing of its day was written: restore the complete file and re-run the day."
-        ) from error
+        raise _truncated_file_error(path, error) from error
+
+
+def _truncated_file_error(path: Path, error: Exception) -> IngestionError:
+    return IngestionError(
+        f"{path} is truncated or corrupt ({error}); only part of it could be read. "
+        "Nothing of its day was written: restore the complete file and re-run the day."
+    )
 
 
 def _decide_statuses(conn: duckdb.DuckDBPyConnection) -> None:

@@ -289,3 +289,61 @@ def test_offsets_are_normalised_and_impossible_offsets_are_invalid(
         7: "occurred_at_without_time_zone",
         8: "received_at_without_time_zone",
     }
+
+
+def test_a_line_duckdbs_reader_refuses_is_quarantined_not_a_failed_day(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: one byte that is not UTF-8, a carriage return, the record separator or a
+    # line over 1 MiB made DuckDB's CSV reader refuse the whole file, and the day failed.
+    lines = [
+        _event_line("evt_ok").encode(),
+        _event_line("evt_latin1", request_kind="caf\xe9")
+        .replace("\\u00e9", "\xe9")
+        .encode("latin-1"),
+        b'{"event_id": "evt_bad\xff\xfe"}',
+        _event_line("evt_rs", model="nimbus\x1elarge").replace("\\u001e", "\x1e").encode(),
+        _event_line("evt_crlf").encode() + b"\r",
+        _event_line("evt_huge", request_kind="x" * (2 * 1024 * 1024)).encode(),
+        _event_line("evt_utf8", request_kind="\u00e9dition \u2713").encode(),
+        b"",
+    ]
+    clean_day = date(2026, 10, 3)
+    clean = tmp_path / "raw" / "usage" / "date=2026-10-03" / "hour=02" / "part-0000.ndjson.gz"
+    clean.parent.mkdir(parents=True)
+    clean.write_bytes(gzip.compress((_event_line("evt_clean") + "\n").encode()))
+    counts = _ingest_lines(warehouse, tmp_path, b"\n".join(lines) + b"\n", day=clean_day)
+    assert counts == (9, 4, 0, 5)
+    quarantined = warehouse.execute(
+        "select line_number, reason, raw_line from ingest.invalid_usage_lines order by 1"
+    ).fetchall()
+    assert [(number, reason) for number, reason, _ in quarantined] == [
+        (2, "invalid_json"),
+        (3, "invalid_json"),
+        (4, "invalid_json"),
+        (6, "line_too_long"),
+        (8, "empty_line"),
+    ]
+    assert quarantined[1][2] == '{"event_id": "evt_bad\\xff\\xfe"}'
+    accepted = warehouse.execute(
+        "select event_id, request_kind from ingest.accepted_usage_events order by 1"
+    ).fetchall()
+    assert accepted == [
+        ("evt_clean", "chat"),
+        ("evt_crlf", "chat"),
+        ("evt_ok", "chat"),
+        ("evt_utf8", "\u00e9dition \u2713"),
+    ]
+
+
+def test_a_file_that_is_not_gzip_names_the_file(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    folder = tmp_path / "raw" / "usage" / "date=2026-10-03" / "hour=01"
+    folder.mkdir(parents=True)
+    (folder / "part-0000.ndjson.gz").write_bytes(b"")
+    with pytest.raises(IngestionError, match=r"hour=01/part-0000\.ndjson\.gz is not a gzip file"):
+        ingest_usage_day(
+            warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 3)
+        )
+    assert warehouse.execute("select count(*) from ingest.usage_files").fetchone() == (0,)
