@@ -28,6 +28,8 @@ import duckdb
 
 KNOWN_EVENT_TYPES: tuple[str, ...] = ("model_call",)
 TOKEN_FIELDS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
+# What JSON counts as whitespace (but the line feed, which ends the line), as a SQL expression.
+JSON_WHITESPACE = "' ' || chr(9) || chr(13)"
 MAX_LINE_BYTES = 64 * 1024
 MAX_TOKENS_PER_EVENT = 100_000_000
 MAX_EVENT_ID_CHARS = 128
@@ -266,7 +268,7 @@ def _classified_sql(arrival_date: date) -> str:
     with raw as (select * from raw_lines),
     extracted as (
         select *,
-            left(ltrim(raw_line), 1) = '{{' as is_object,
+            left(ltrim(raw_line, {JSON_WHITESPACE}), 1) = '{{' as is_object,
             case when is_json then json_extract_string(raw_line, [
                 '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
@@ -290,7 +292,7 @@ def _classified_sql(arrival_date: date) -> str:
     ),
     classified as (
         select *, case
-            when raw_line is null or trim(raw_line) = '' then 'empty_line'
+            when raw_line is null or trim(raw_line, {JSON_WHITESPACE}) = '' then 'empty_line'
             when strlen(raw_line) > {MAX_LINE_BYTES} then 'line_too_long'
             when not is_json then 'invalid_json'
             when not is_object then 'not_a_json_object'

@@ -347,3 +347,20 @@ def test_a_file_that_is_not_gzip_names_the_file(
             warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 3)
         )
     assert warehouse.execute("select count(*) from ingest.usage_files").fetchone() == (0,)
+
+
+def test_blank_lines_of_any_whitespace_are_empty_lines(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: only spaces counted as blank, so the blank line of a CRLF file ("\r") or a
+    # line of tabs was quarantined as invalid_json, and an object after a tab as not an object.
+    lines = [
+        _event_line("evt_ok") + "\r",
+        "\r",
+        "\t \t",
+        "  ",
+        "\t" + _event_line("evt_tab"),
+    ]
+    counts = _ingest_lines(warehouse, tmp_path, ("\r\n".join(lines) + "\r\n").encode())
+    assert counts == (5, 2, 0, 3)
+    assert _reasons_by_line(warehouse) == {2: "empty_line", 3: "empty_line", 4: "empty_line"}
