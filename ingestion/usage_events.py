@@ -394,18 +394,23 @@ def ingest_usage_day(
         for path in files:
             relative = path.relative_to(raw_usage_dir).as_posix()
             _check_whole_file_was_read(path, int(read_sizes.get(relative, 0)))
+        # Every file, an empty one (no lines) included.
+        conn.execute(
+            "create or replace temp table day_files (source_file varchar, file_bytes bigint)"
+        )
+        if files:
+            conn.executemany(
+                "insert into day_files values (?, ?)",
+                [[p.relative_to(raw_usage_dir).as_posix(), p.stat().st_size] for p in files],
+            )
         conn.execute(
             f"""
             insert into ingest.usage_files
-            select {day}, source_file, count(*), 0 from raw_lines group by source_file
+            select {day}, f.source_file, count(r.line_number), f.file_bytes
+            from day_files f left join raw_lines r on r.source_file = f.source_file
+            group by f.source_file, f.file_bytes
             """
         )
-        for path in files:
-            relative = path.relative_to(raw_usage_dir).as_posix()
-            conn.execute(
-                "update ingest.usage_files set file_bytes = ? where source_file = ?",
-                [path.stat().st_size, relative],
-            )
         conn.execute(
             f"""
             insert into ingest.invalid_usage_lines

@@ -364,3 +364,25 @@ def test_blank_lines_of_any_whitespace_are_empty_lines(
     counts = _ingest_lines(warehouse, tmp_path, ("\r\n".join(lines) + "\r\n").encode())
     assert counts == (5, 2, 0, 3)
     assert _reasons_by_line(warehouse) == {2: "empty_line", 3: "empty_line", 4: "empty_line"}
+
+
+def test_an_empty_file_is_recorded_with_no_lines(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: usage_files was built from the lines read, so a gzip file with no lines (an
+    # hour without traffic) was missing from usage_files and usage_file_counts.
+    empty = tmp_path / "raw" / "usage" / "date=2026-10-03" / "hour=00" / "part-0000.ndjson.gz"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(gzip.compress(b""))
+    counts = _ingest_lines(warehouse, tmp_path, (_event_line("evt_ok") + "\n").encode())
+    assert counts == (1, 1, 0, 0)
+    assert warehouse.execute(
+        "select source_file, raw_lines, accepted_lines, duplicate_lines, quarantined_lines "
+        "from ingest.usage_file_counts order by 1"
+    ).fetchall() == [
+        ("date=2026-10-03/hour=00/part-0000.ndjson.gz", 0, 0, 0, 0),
+        ("date=2026-10-03/hour=01/part-0000.ndjson.gz", 1, 1, 0, 0),
+    ]
+    assert warehouse.execute(
+        "select file_bytes from ingest.usage_files where raw_lines = 0"
+    ).fetchall() == [(empty.stat().st_size,)]
