@@ -13,13 +13,19 @@ not by the order in which partitions happen to run, so re-running or backfilling
 order converges to the same statuses. Re-running a day replaces that day's rows.
 
 All parsing runs inside DuckDB (vectorised JSON functions over the raw lines), which is what keeps
-ingestion close to the cost of a bare query over the same files (see ``bench/``).
+ingestion close to the cost of a bare query over the same files (see ``bench/``). Only a file whose
+lines DuckDB's CSV reader cannot split (bytes that are not UTF-8, carriage returns, …) is split in
+Python. Every file is also decompressed in full in a background thread: its gzip CRC is checked
+(DuckDB does not) and its lines are counted independently of DuckDB; a file that is not whole
+fails its day with an error naming it.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -212,13 +218,7 @@ def _insert_lines_read_in_python(
     """
     import pandas as pd
 
-    with path.open("rb") as handle:
-        if handle.read(2) != GZIP_MAGIC:
-            raise IngestionError(
-                f"{path} is not a gzip file (it does not start with gzip's magic). Nothing of "
-                "its day was written: replace it with the complete gzip file (or move it away) "
-                "and re-run the day."
-            )
+    _require_gzip_magic(path)
     batch: list[tuple[int, str | None, bool]] = []
 
     def flush() -> None:
@@ -349,6 +349,26 @@ def ingest_usage_day(
     """
     ensure_schema(conn)
     files = day_files(raw_usage_dir, arrival_date)
+    # Checked in a thread while DuckDB reads and classifies (zlib releases the GIL).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gzip-check") as checker:
+        file_lines = checker.submit(_count_lines_of_whole_files, files, raw_usage_dir)
+        return _ingest_usage_day(
+            conn,
+            files=files,
+            file_lines=file_lines.result,
+            raw_usage_dir=raw_usage_dir,
+            arrival_date=arrival_date,
+        )
+
+
+def _ingest_usage_day(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    files: list[Path],
+    file_lines: Callable[[], dict[str, int]],
+    raw_usage_dir: Path,
+    arrival_date: date,
+) -> IngestionResult:
     day = _sql_string(arrival_date.isoformat())
     try:
         _load_raw_lines(conn, files, raw_usage_dir)
@@ -385,15 +405,16 @@ def ingest_usage_day(
         conn.execute(f"delete from ingest.invalid_usage_lines where arrival_date = {day}")
         conn.execute(f"delete from ingest.usage_files where arrival_date = {day}")
         conn.execute(f"delete from ingest.partition_usage_dates where arrival_date = {day}")
-        read_sizes = dict(
-            conn.execute(
-                "select source_file, sum(coalesce(strlen(raw_line), 0) + 1) "
-                "from raw_lines group by source_file"
-            ).fetchall()
+        lines_read = dict(
+            conn.execute("select source_file, count(*) from raw_lines group by 1").fetchall()
         )
-        for path in files:
-            relative = path.relative_to(raw_usage_dir).as_posix()
-            _check_whole_file_was_read(path, int(read_sizes.get(relative, 0)))
+        for relative, lines in file_lines().items():
+            if lines_read.get(relative, 0) != lines:
+                raise IngestionError(
+                    f"{raw_usage_dir / relative} has {lines} lines but "
+                    f"{lines_read.get(relative, 0)} were read. Nothing of its day was written: "
+                    "re-run the day, and report the file if it happens again."
+                )
         # Every file, an empty one (no lines) included.
         conn.execute(
             "create or replace temp table day_files (source_file varchar, file_bytes bigint)"
@@ -460,27 +481,38 @@ def ingest_usage_day(
     return result
 
 
-def _check_whole_file_was_read(path: Path, bytes_read: int) -> None:
-    """Refuse a gzip file whose lines do not add up to its recorded size.
+def _count_lines_of_whole_files(files: list[Path], raw_usage_dir: Path) -> dict[str, int]:
+    """Decompress every file in full and count its lines; refuse one that is not whole gzip.
 
-    A truncated gzip file can read as a shorter file without any error. The gzip trailer holds
-    the uncompressed size (mod 2**32); when the lines read do not match it (also the case for
-    files of several gzip members), the file is decompressed in full to tell which it is.
+    DuckDB reads a truncated gzip file as a shorter one and does not check the CRC, so a
+    corrupted byte can read as a different token count without any error. Python's gzip checks
+    each member's CRC and length; the line count (as DuckDB splits lines: a last line without
+    ``\\n`` counts) must then match the lines DuckDB read.
     """
+    counts: dict[str, int] = {}
+    for path in files:
+        _require_gzip_magic(path)
+        lines = 0
+        last = b"\n"
+        try:
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 20):
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+        except (EOFError, OSError, zlib.error) as error:
+            raise _truncated_file_error(path, error) from error
+        counts[path.relative_to(raw_usage_dir).as_posix()] = lines + (last != b"\n")
+    return counts
+
+
+def _require_gzip_magic(path: Path) -> None:
     with path.open("rb") as handle:
-        header = handle.read(2)
-        handle.seek(-4, 2) if path.stat().st_size >= 18 else None
-        trailer_size = int.from_bytes(handle.read(4), "little") if header == GZIP_MAGIC else None
-    if header != GZIP_MAGIC:
-        raise IngestionError(f"{path} is not a gzip file (it does not start with gzip's magic).")
-    if trailer_size in (bytes_read % 2**32, (bytes_read - 1) % 2**32):
-        return
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 20):
-                pass
-    except (EOFError, OSError, zlib.error) as error:
-        raise _truncated_file_error(path, error) from error
+        if handle.read(2) != GZIP_MAGIC:
+            raise IngestionError(
+                f"{path} is not a gzip file (it does not start with gzip's magic). Nothing of "
+                "its day was written: replace it with the complete gzip file (or move it away) "
+                "and re-run the day."
+            )
 
 
 def _truncated_file_error(path: Path, error: Exception) -> IngestionError:

@@ -386,3 +386,23 @@ def test_an_empty_file_is_recorded_with_no_lines(
     assert warehouse.execute(
         "select file_bytes from ingest.usage_files where raw_lines = 0"
     ).fetchall() == [(empty.stat().st_size,)]
+
+
+def test_a_corrupt_file_that_reads_without_error_is_refused(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: DuckDB does not check the gzip CRC and the old check only decompressed a
+    # file whose lines did not add up to the size in its trailer, so a corrupted byte that kept
+    # the size (here a token count, 1000 -> 9000) was ingested and billed without an error.
+    body = (_event_line("evt_ok", input_tokens=1000) + "\n").encode()
+    stored = gzip.compress(body, compresslevel=0)  # stored blocks: the bytes appear as they are
+    corrupt = stored.replace(b'"input_tokens": 1000', b'"input_tokens": 9000')
+    assert corrupt != stored
+    folder = tmp_path / "raw" / "usage" / "date=2026-10-03" / "hour=01"
+    folder.mkdir(parents=True)
+    (folder / "part-0000.ndjson.gz").write_bytes(corrupt)
+    with pytest.raises(IngestionError, match=r"part-0000\.ndjson\.gz is truncated or corrupt"):
+        ingest_usage_day(
+            warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 3)
+        )
+    assert warehouse.execute("select count(*) from ingest.usage_event_lines").fetchone() == (0,)
