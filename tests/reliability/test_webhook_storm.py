@@ -48,24 +48,13 @@ def storm() -> Storm:
     )
 
 
-def without_waiting_for_the_disk(url: str) -> str:
-    """Commits in this database return before their WAL reaches the disk (about twice as fast
-    here). What the receiver commits, and in which order, is unchanged; only a crash of the
-    server could lose the last commits, and crashes are not what this harness injects."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        name = conn.execute("select current_database()").fetchone()
-        assert name is not None
-        conn.execute(f'alter database "{name[0]}" set synchronous_commit = off')
-    return url
-
-
 @pytest.fixture(scope="module")
 def in_order_run(storm: Storm, postgres_url: str) -> Iterator[InOrderRun]:
     """The storm delivered once, in order: what every other delivery must end in."""
     name = f"storm_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
-    url = without_waiting_for_the_disk(postgres_url.replace("/postgres?", f"/{name}?", 1))
+    url = storm_kit.without_waiting_for_the_disk(postgres_url.replace("/postgres?", f"/{name}?", 1))
     try:
         plan = storm_kit.in_order(storm)
         result = storm_kit.run_plan(url, plan, seed=SIGNING_SEED)
@@ -123,7 +112,7 @@ def test_random_order_with_replays_ends_in_the_in_order_state(
     copies = Counter(storm_kit.genuine_copies(plan).values())
     assert set(copies) == {1, 2, 3} and copies.total() == len(storm.events)
     assert [d.event["id"] for d in plan] != [d.event["id"] for d in in_order_run.plan]
-    url = without_waiting_for_the_disk(new_database())
+    url = storm_kit.without_waiting_for_the_disk(new_database())
     result = storm_kit.run_plan(url, plan, seed=SIGNING_SEED)
     state = storm_kit.final_state(url, storm.invoice_ids())
     deliveries = storm_kit.stored_deliveries(url)
@@ -142,7 +131,7 @@ def test_bad_signatures_stale_timestamps_and_forgeries_are_refused_and_change_no
     bad = Counter(d.kind for d in plan if d.bad)
     assert set(bad) == set(storm_kit.BAD_KINDS)
     assert bad.total() >= 0.4 * len(storm.events)
-    url = without_waiting_for_the_disk(new_database())
+    url = storm_kit.without_waiting_for_the_disk(new_database())
     result = storm_kit.run_plan(url, plan, seed=SIGNING_SEED)
     state = storm_kit.final_state(url, storm.invoice_ids())
     deliveries = storm_kit.stored_deliveries(url)
@@ -197,7 +186,7 @@ def test_a_final_failure_and_its_write_off_in_one_second_end_uncollectible_in_an
     )
     states = []
     for order in ([finalised, failed, uncollectible], [finalised, uncollectible, failed]):
-        url = without_waiting_for_the_disk(new_database())
+        url = storm_kit.without_waiting_for_the_disk(new_database())
         result = storm_kit.run_plan(url, [Delivery("genuine", e) for e in order], seed=1)
         assert result.statuses == {"genuine": Counter({200: 3})}
         with Ledger.connect(url) as book:

@@ -647,6 +647,17 @@ def receiving(ledger_url: str) -> Iterator[str]:
         thread.join(10)
 
 
+def without_waiting_for_the_disk(url: str) -> str:
+    """Commits in this database return before their WAL reaches the disk (about twice as fast
+    here). What the receiver commits, and in which order, is unchanged; only a crash of the
+    server could lose the last commits, and crashes are not what this harness injects."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("select current_database()").fetchone()
+        assert name is not None
+        conn.execute(f'alter database "{name[0]}" set synchronous_commit = off')
+    return url
+
+
 def run_plan(ledger_url: str, plan: list[Delivery], *, seed: int) -> RunResult:
     with receiving(ledger_url) as url:
         return deliver_all(url, plan, seed=seed)
@@ -745,7 +756,8 @@ def in_order_problems(
     problems += [f"ledger: {problem}" for problem in state["ledger_ok"]]
     expected = storm.expected_transactions()
     expected["reversal"] = expected.pop("write_off_recovered")  # its kind in the ledger
-    if state["transactions_by_kind"] != dict(sorted(expected.items())):
+    expected = Counter({kind: count for kind, count in sorted(expected.items()) if count})
+    if state["transactions_by_kind"] != dict(expected):
         problems.append(f"transactions {state['transactions_by_kind']} != {dict(expected)}")
     if deliveries != dict.fromkeys(storm.event_ids, 1):
         problems.append("stored events are not the storm's, each delivered once")
