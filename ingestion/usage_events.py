@@ -302,7 +302,7 @@ def _classified_sql(arrival_date: date) -> str:
             when field_types[2] is null then 'missing_customer_id'
             when field_types[2] <> 'VARCHAR' or fields[2] = '' then 'invalid_customer_id'
             when field_types[3] is null then 'missing_event_type'
-            when fields[3] not in ({known_types}) then 'unknown_event_type'
+            when coalesce(fields[3] not in ({known_types}), true) then 'unknown_event_type'
             when field_types[4] is null then 'missing_occurred_at'
             when field_types[4] <> 'VARCHAR' or occurred_at is null then 'invalid_occurred_at'
             when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')

@@ -406,3 +406,14 @@ def test_a_corrupt_file_that_reads_without_error_is_refused(
             warehouse, raw_usage_dir=tmp_path / "raw" / "usage", arrival_date=date(2026, 10, 3)
         )
     assert warehouse.execute("select count(*) from ingest.usage_event_lines").fetchone() == (0,)
+
+
+def test_a_null_event_type_is_unknown_not_a_failed_day(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # Regression: JSON null extracts as SQL NULL, "NULL not in (...)" is not true, so the line
+    # passed every rule and its insert broke the NOT NULL constraint: the whole day failed.
+    lines = [_event_line("evt_ok"), _event_line("evt_null_type", event_type=None)]
+    counts = _ingest_lines(warehouse, tmp_path, ("\n".join(lines) + "\n").encode())
+    assert counts == (2, 1, 0, 1)
+    assert _reasons_by_line(warehouse) == {2: "unknown_event_type"}
