@@ -1,5 +1,7 @@
 """The ledger in the warehouse, for the marts finance reads next to the rated usage."""
 
+from datetime import date, timedelta
+
 import dagster as dg
 import psycopg
 
@@ -113,7 +115,7 @@ STRIPE_METER_USAGE = dg.AssetKey("stripe_meter_usage")
     description=(
         "What Stripe's Billing Meters counted per customer, meter and day "
         "(stripe_sync.meter_usage_daily), read back from meter event summaries for every "
-        "customer and meter billed in the billing periods the partition touched."
+        "customer and meter the partition rated, over the usage days it touched."
     ),
 )
 def stripe_meter_usage(
@@ -123,32 +125,42 @@ def stripe_meter_usage(
     with warehouse.connect() as conn:
         ensure_meter_usage_schema(conn)
         usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
-        periods = sorted({month_bounds(day) for day in usage_dates})
+        # Stripe's counts can only have changed where this partition rated (and sent) usage:
+        # read those customers and meters, over the touched days' range.
+        ranges = [
+            (min(days), max(days) + timedelta(days=1))
+            for days in _days_by_period(usage_dates).values()
+        ]
         billed = {
-            period: conn.execute(
+            (first, end): conn.execute(
                 "select distinct customer_id, meter_id from billable_usage_daily "
-                "where is_priced and usage_date >= ? and usage_date < ?",
-                list(period),
+                "where is_priced and usage_date in (select unnest(?::date[]))",
+                [sorted(day for day in usage_dates if first <= day < end)],
             ).fetchall()
-            for period in periods
+            for first, end in ranges
         }
         meters = conn.execute("select meter_id, description from price_book_meters").fetchall()
     client = stripe.client()
     stripe_meter_ids = ensure_meters(client, meters)
     read = {
-        period: read_meter_usage(client, stripe_meter_ids, billed[period], *period)
-        for period in periods
+        days: read_meter_usage(client, stripe_meter_ids, billed[days], *days) for days in ranges
     }
     with warehouse.connect() as conn:
-        stored = sum(
-            store_meter_usage(conn, billed[period], *period, read[period]) for period in periods
-        )
+        stored = sum(store_meter_usage(conn, billed[days], *days, read[days]) for days in ranges)
     pairs = sum(len(pairs) for pairs in billed.values())
     context.log.info(f"Stripe meter usage: {stored} metered days read for {pairs} meters")
     return dg.MaterializeResult(
         metadata={
-            "billing_periods": [start.isoformat() for start, _ in periods],
+            "days_read": [f"{first}..{end - timedelta(days=1)}" for first, end in ranges],
             "customer_meters_read": pairs,
             "metered_days": stored,
         }
     )
+
+
+def _days_by_period(days: set[date]) -> dict[date, list[date]]:
+    """Usage days grouped by billing period (calendar month), so no read spans two periods."""
+    grouped: dict[date, list[date]] = {}
+    for day in sorted(days):
+        grouped.setdefault(month_bounds(day)[0], []).append(day)
+    return grouped
