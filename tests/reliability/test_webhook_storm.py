@@ -81,6 +81,8 @@ def test_the_storm_has_every_kind_of_event_the_receiver_handles(storm: Storm) ->
         "invoice.payment_failed",
         "invoice.paid",
         "invoice.marked_uncollectible",
+        "invoice.payment_action_required",
+        "invoice.voided",
         "invoice.payment_succeeded",
         "customer.subscription.created",
         "customer.subscription.updated",

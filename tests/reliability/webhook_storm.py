@@ -5,12 +5,12 @@ The invoice events are real output of the local Stripe: customers with payment b
 ``/_local/bill`` for several periods and ``/_local/webhooks/flush`` into a capturing endpoint.
 Around them come the events the local Stripe does not produce but the receiver handles, built
 the way Stripe sends them: subscription changes and cancellations, invoices paid after being
-written off, refunds, disputes, meter error reports, and ``invoice.payment_succeeded`` (stored,
-not acted on). Each ``charge.refunded`` lists the charge's refunds so far, the shape the receiver
-reads and ``tests/stripe_sync/test_webhooks.py`` builds (Stripe itself stopped expanding a
-charge's refunds by default in API version 2022-11-15). Everything is drawn from one
-seed; only the local Stripe's object ids are random, and neither the order nor the choices
-depend on them.
+written off, authentication requests, voided invoices, refunds, disputes, meter error reports,
+and ``invoice.payment_succeeded`` (stored, not acted on). Each ``charge.refunded`` lists the
+charge's refunds so far, the shape the receiver reads and ``tests/stripe_sync/test_webhooks.py``
+builds (Stripe itself stopped expanding a charge's refunds by default in API version
+2022-11-15). Everything is drawn from one seed; only the local Stripe's object ids are random,
+and neither the order nor the choices depend on them.
 
 Three deliveries of the same storm, each into a fresh database behind its own receiver (uvicorn
 on 127.0.0.1), signed as Stripe signs at the moment of sending:
@@ -51,6 +51,7 @@ import stripe
 import uvicorn
 
 from ledger import Ledger
+from stripe_local.billing import STEP_SECONDS
 from stripe_local.server import LocalStripeServer, free_port
 from stripe_sync.invoice_events import LIFE_ORDER
 from stripe_sync.meter_events import ensure_meters
@@ -80,6 +81,8 @@ SHARE_REFUNDED = 0.2
 SHARE_DISPUTED = 0.05
 SHARE_PLAN_CHANGED = 0.5
 SHARE_CANCELED = 0.15
+SHARE_ACTION_REQUIRED = 0.25  # failed attempts that needed the customer's authentication
+SHARE_VOIDED = 0.06  # invoices followed by one issued by mistake, then voided
 EVENTS_PER_METER_ERROR_REPORT = 250
 BAD_DELIVERIES_PER_EVENT = 0.5
 BAD_KINDS = (
@@ -354,8 +357,20 @@ class _Builder:
             self.event("customer.subscription.deleted", ended, sub)
 
     def around_invoice(self, story: list[dict[str, Any]]) -> None:
+        for event in story:
+            if (
+                event["type"] == "invoice.payment_failed"
+                and self.rng.random() < SHARE_ACTION_REQUIRED
+            ):  # a decline for authentication: Stripe tells the customer's action is needed
+                self.event(
+                    "invoice.payment_action_required",
+                    event["created"] + 1,
+                    event["data"]["object"],
+                )
         last = story[-1]
         invoice = last["data"]["object"]
+        if self.rng.random() < SHARE_VOIDED:
+            self.voided_invoice(invoice, story[0]["created"] + 2 * DAY)
         if last["type"] == "invoice.paid":
             self.event("invoice.payment_succeeded", last["created"], invoice)
             self.charge_after_payment(invoice, last["created"])
@@ -373,6 +388,33 @@ class _Builder:
                 "status_transitions": transitions,
             }
             self.event("invoice.paid", paid_at, paid)
+
+    def voided_invoice(self, like: dict[str, Any], created: int) -> None:
+        """An invoice issued by mistake: created, finalised, voided a day later."""
+        total = self.rng.randint(100, 5_000)
+        invoice = like | {
+            "id": self.new_id("in"),
+            "amount_due": total,
+            "amount_paid": 0,
+            "amount_remaining": total,
+            "attempt_count": 0,
+            "next_payment_attempt": None,
+            "status": "draft",
+            "status_transitions": {},
+            "total": total,
+        }
+        invoice.pop("lines", None)
+        self.event("invoice.created", created, invoice)
+        finalized_at = created + STEP_SECONDS
+        invoice |= {"status": "open", "status_transitions": {"finalized_at": finalized_at}}
+        self.event("invoice.finalized", finalized_at, invoice)
+        voided_at = finalized_at + DAY
+        transitions = invoice["status_transitions"] | {"voided_at": voided_at}
+        self.event(
+            "invoice.voided",
+            voided_at,
+            invoice | {"status": "void", "amount_remaining": 0, "status_transitions": transitions},
+        )
 
     def charge_after_payment(self, invoice: dict[str, Any], paid_at: int) -> None:
         """Partial refunds (each ``charge.refunded`` lists the refunds so far) or a dispute."""
