@@ -17,10 +17,12 @@ and gzip NDJSON hour files (``usage/date=D/hour=HH/*.ndjson.gz``, the contract o
 Every line carries what ingestion must make of it (``Line.status``, ``Line.reason``, and for a
 line that parses, its ``event_id`` and UTC instants), so ``run_bad_input`` can check each line,
 not only totals. ``run_bad_input(work_dir, scale=…, seed=…)`` then ingests the days with
-``ingest_usage_day`` into a DuckDB file, checks, grows a file and re-ingests, injects the failing
-file kinds one at a time, re-runs the days in reverse order, and returns a ``BadInputRun``: one
-``KindResult`` per kind and one per whole-corpus check. ``tests/reliability/test_bad_input.py``
-asserts on it; ``bench/reliability_bad_input.py`` writes it to ``docs/reliability.md``.
+``ingest_usage_day`` into a DuckDB file (opened as the pipeline opens it), checks, grows a file and
+re-ingests, injects the failing file kinds one at a time, re-runs the days in reverse order, and
+returns a ``BadInputRun``: one ``KindResult`` per kind and one per whole-corpus check. When a day
+fails, every line kind is also ingested alone, so that the kinds that fail a day are named.
+``tests/reliability/test_bad_input.py`` asserts on it; ``bench/reliability_bad_input.py`` writes
+it to ``docs/reliability.md``.
 
 Same seed and scale, same bytes: everything random comes from one ``random.Random(seed)`` drawn
 in a fixed order; gzip members carry ``mtime`` 0.
@@ -29,6 +31,7 @@ in a fixed order; gzip members carry ``mtime`` 0.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import os
@@ -39,13 +42,19 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from ingestion.sample_data import EVENT_TYPE, MODEL_WEIGHTS, REQUEST_KINDS, USAGE_FILE_NAME
+from ingestion.sample_data import (
+    EVENT_TYPE,
+    GZIP_LEVEL,
+    MODEL_WEIGHTS,
+    REQUEST_KINDS,
+    USAGE_FILE_NAME,
+)
 from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, load_stripe_exports
 from ingestion.usage_events import (
     ARRIVAL_DAY_TOLERANCE_HOURS,
@@ -87,6 +96,8 @@ EMPTY_FILE_NAMES = ("hour=05/part-0001.ndjson.gz", "hour=21/part-0001.ndjson.gz"
 DELIVERED_AGAIN_AS = ("hour=07/part-0001.ndjson.gz", "hour=08/part-0009.ndjson.gz")
 GROWTH_LINES_SHARE = 1.0  # of the instances per kind
 PARTIAL_WRITE_LINES = 20
+# As the pipeline's warehouse resource opens it (METERBOOK_DUCKDB_MEMORY_LIMIT's default).
+DUCKDB_CONFIG = {"memory_limit": "1GB"}
 KNOWN_CUSTOMERS = 25
 UNKNOWN_CUSTOMERS = 3
 HOUR_MS = 3_600_000
@@ -562,6 +573,7 @@ class _Generator:
         return self.add(kind, body, hour=hour, order_ms=order_ms, status=QUARANTINED, reason=reason)
 
 
+@functools.cache
 def _epoch_ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
 
@@ -570,10 +582,14 @@ def _iso(
     epoch_ms: int, *, offset_minutes: int = 0, digits: int = 3, zone: str | None = None
 ) -> str:
     """``epoch_ms`` as RFC 3339: local time at ``offset_minutes`` with that offset (or ``Z``)."""
-    moment = datetime(1970, 1, 1) + timedelta(milliseconds=epoch_ms + offset_minutes * MINUTE_MS)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    seconds, millis = divmod(epoch_ms + offset_minutes * MINUTE_MS, 1000)
+    t = time.gmtime(seconds)
+    text = (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
     if digits:
-        text += "." + f"{moment.microsecond:06d}{'0' * 3}"[:digits]
+        text += "." + f"{millis:03d}{'0' * 6}"[:digits]
     if zone is not None:
         return text + zone
     if offset_minutes == 0:
@@ -1310,11 +1326,18 @@ def build_corpus(
             body += b"\n"
         else:
             corpus.file_kinds["no_final_newline"].append(relative)
-        _write_file(corpus, relative, gzip.compress(body, mtime=0), lines=_count_lines(body))
+        _write_file(
+            corpus,
+            relative,
+            gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0),
+            lines=_count_lines(body),
+        )
 
     for name in EMPTY_FILE_NAMES:
         relative = f"date={MAIN_DAY.isoformat()}/{name}"
-        _write_file(corpus, relative, gzip.compress(b"", mtime=0), lines=0)
+        _write_file(
+            corpus, relative, gzip.compress(b"", compresslevel=GZIP_LEVEL, mtime=0), lines=0
+        )
         corpus.file_kinds["empty_file"].append(relative)
 
     original = f"date={MAIN_DAY.isoformat()}/hour={DELIVERED_TWICE_HOUR:02d}/{USAGE_FILE_NAME}"
@@ -1500,11 +1523,15 @@ class _Problems:
         self.messages: dict[str, list[str]] = defaultdict(list)
         self.counts: Counter[str] = Counter()
 
-    def add(self, name: str, message: str) -> None:
+    def add(self, name: str, message: str, *, first: bool = False) -> None:
+        """Keep ``message`` once; ``first`` puts it before the others (a failed day)."""
         if message in self.messages[name]:
             return
         self.counts[name] += 1
-        if len(self.messages[name]) < self.MAX_EXAMPLES:
+        if first:
+            self.messages[name].insert(0, message)
+            del self.messages[name][self.MAX_EXAMPLES :]
+        elif len(self.messages[name]) < self.MAX_EXAMPLES:
             self.messages[name].append(message)
 
     def of(self, name: str) -> list[str]:
@@ -1523,7 +1550,7 @@ def run_bad_input(work_dir: Path, *, scale: str, seed: int = SEED) -> BadInputRu
     corpus = build_corpus(work_dir / "raw", scale=scale, seed=seed)
     seconds["generate"] = time.perf_counter() - started
     problems = _Problems()
-    conn = duckdb.connect(str(work_dir / "warehouse.duckdb"))
+    conn = duckdb.connect(str(work_dir / "warehouse.duckdb"), config=DUCKDB_CONFIG)
     try:
         load_stripe_exports(conn, stripe_dir=corpus.raw_dir / "stripe")
         session = _Session(conn, corpus, problems)
@@ -1584,9 +1611,10 @@ class _Session:
         self.results: dict[date, IngestionResult] = {}
         self.failing_files: Counter[str] = Counter()
         self.ingests = 0
+        self.registered_lines = 0  # corpus lines already in the temp table expected_lines
 
-    def problem(self, name: str, message: str) -> None:
-        self.problems.add(self.owner or name, message)
+    def problem(self, name: str, message: str, *, first: bool = False) -> None:
+        self.problems.add(self.owner or name, message, first=first)
 
     def ingest(self, day: date) -> IngestionResult | None:
         self.ingests += 1
@@ -1599,6 +1627,7 @@ class _Session:
                 "no_crash",
                 f"{'alone: ' if self.owner else ''}ingesting {day} raised "
                 f"{type(error).__name__}: {error}",
+                first=True,
             )
             return None
         self.results[day] = result
@@ -1632,7 +1661,7 @@ class _Session:
             line.source_file, line.line_number = relative, number
         body = b"".join(line.body + b"\n" for line in self.corpus.growth)
         with (self.corpus.usage_dir / relative).open("ab") as handle:
-            handle.write(gzip.compress(body, mtime=0))
+            handle.write(gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0))
         self.corpus.file_lines[relative] = first + len(self.corpus.growth)
         self.corpus.lines.extend(self.corpus.growth)
         self.corpus.file_kinds["growing_file"].append(relative)
@@ -1687,7 +1716,7 @@ class _Session:
     def check(self, stage: str) -> None:
         """Every line, file and day against what the corpus says; problems by kind or check."""
         conn = self.conn
-        _register_expected(conn, self.corpus)
+        self.registered_lines = _register_expected(conn, self.corpus, self.registered_lines)
         conn.execute(
             """
             create or replace temp table actual_lines as
@@ -1883,8 +1912,13 @@ def _ingest_alone(work_dir: Path, corpus: Corpus, kind: str, problems: _Problems
         for number, line in enumerate(file_lines, start=1):
             line.line_number = number
         body = b"".join(line.body + b"\n" for line in file_lines)
-        _write_file(alone, relative, gzip.compress(body, mtime=0), lines=len(file_lines))
-    conn = duckdb.connect()
+        _write_file(
+            alone,
+            relative,
+            gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0),
+            lines=len(file_lines),
+        )
+    conn = duckdb.connect(config=DUCKDB_CONFIG)
     try:
         load_stripe_exports(conn, stripe_dir=corpus.raw_dir / "stripe")
         session = _Session(conn, alone, problems, owner=kind)
@@ -1896,20 +1930,23 @@ def _ingest_alone(work_dir: Path, corpus: Corpus, kind: str, problems: _Problems
     shutil.rmtree(alone.raw_dir, ignore_errors=True)
 
 
-def _register_expected(conn: duckdb.DuckDBPyConnection, corpus: Corpus) -> None:
+def _register_expected(conn: duckdb.DuckDBPyConnection, corpus: Corpus, registered: int) -> int:
+    """Add the corpus's lines from ``registered`` on to the temp table ``expected_lines`` (lines
+    only ever get added) and replace ``expected_files``; return how many lines it holds."""
     import pandas as pd
 
+    new = corpus.lines[registered:]
     lines = pd.DataFrame(
         {
-            "kind": [line.kind for line in corpus.lines],
-            "source_file": [line.source_file for line in corpus.lines],
-            "line_number": [line.line_number for line in corpus.lines],
-            "status": [line.status for line in corpus.lines],
-            "reason": [line.reason for line in corpus.lines],
-            "event_id": [line.event_id for line in corpus.lines],
-            "occurred_ms": pd.array([line.occurred_ms for line in corpus.lines], dtype="Int64"),
-            "received_ms": pd.array([line.received_ms for line in corpus.lines], dtype="Int64"),
-            "raw_text": [_raw_text(line) for line in corpus.lines],
+            "kind": [line.kind for line in new],
+            "source_file": [line.source_file for line in new],
+            "line_number": pd.array([line.line_number for line in new], dtype="Int64"),
+            "status": [line.status for line in new],
+            "reason": [line.reason for line in new],
+            "event_id": [line.event_id for line in new],
+            "occurred_ms": pd.array([line.occurred_ms for line in new], dtype="Int64"),
+            "received_ms": pd.array([line.received_ms for line in new], dtype="Int64"),
+            "raw_text": [_raw_text(line) for line in new],
         }
     )
     files = pd.DataFrame(
@@ -1921,16 +1958,19 @@ def _register_expected(conn: duckdb.DuckDBPyConnection, corpus: Corpus) -> None:
     conn.register("expected_lines_frame", lines)
     conn.register("expected_files_frame", files)
     try:
-        conn.execute(
-            "create or replace temp table expected_lines as "
-            "select * from expected_lines_frame where source_file <> ''"
-        )
+        if registered == 0:
+            conn.execute(
+                "create or replace temp table expected_lines as "
+                "select * from expected_lines_frame limit 0"
+            )
+        conn.execute("insert into expected_lines select * from expected_lines_frame")
         conn.execute(
             "create or replace temp table expected_files as select * from expected_files_frame"
         )
     finally:
         conn.unregister("expected_lines_frame")
         conn.unregister("expected_files_frame")
+    return len(corpus.lines)
 
 
 def _raw_text(line: Line) -> str | None:
@@ -1949,7 +1989,7 @@ def _failing_file_bytes(
         json.dumps({"event_id": f"evt_failing_{kind}_{variant}_{n}", "n": n}) + "\n"
         for n in range(200)
     ).encode()
-    whole = gzip.compress(body, mtime=0)
+    whole = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
     if kind == "truncated_gzip":
         return whole[: rng.randrange(10, len(whole) - 1)], None
     if kind == "corrupt_gzip":
