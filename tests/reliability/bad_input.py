@@ -108,6 +108,44 @@ ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 QUARANTINED = "quarantined"
 CONFLICT = "conflicting_duplicate"
+# Every reason ingestion gives (README, "Quarantine reasons"): the corpus produces each.
+QUARANTINE_REASONS: frozenset[str] = frozenset(
+    {
+        "empty_line",
+        "line_too_long",
+        "invalid_json",
+        "not_a_json_object",
+        "missing_event_id",
+        "invalid_event_id",
+        "missing_customer_id",
+        "invalid_customer_id",
+        "missing_event_type",
+        "unknown_event_type",
+        *(
+            f"{rule}_{timestamp}"
+            for timestamp in ("occurred_at", "received_at")
+            for rule in ("missing", "invalid")
+        ),
+        "occurred_at_without_time_zone",
+        "received_at_without_time_zone",
+        "received_at_outside_file_day",
+        "occurred_at_in_future",
+        "occurred_at_too_old",
+        "missing_model",
+        *(
+            reason
+            for tokens in ("input_tokens", "output_tokens", "cache_read_tokens")
+            for reason in (
+                f"missing_{tokens}",
+                f"invalid_{tokens}_type",
+                f"negative_{tokens}",
+                f"{tokens}_too_large",
+            )
+        ),
+        "unknown_customer",
+        CONFLICT,
+    }
+)
 
 
 def reliability_scale() -> str:

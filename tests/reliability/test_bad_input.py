@@ -23,6 +23,7 @@ from tests.reliability.bad_input import (
     FILE_KINDS,
     LINE_GENERATORS,
     LINE_KINDS,
+    QUARANTINE_REASONS,
     BadInputRun,
     build_corpus,
     file_digests,
@@ -31,43 +32,6 @@ from tests.reliability.bad_input import (
 )
 
 pytestmark = pytest.mark.reliability
-
-# Every reason ingestion can give (README, "Quarantine reasons"): the corpus must produce each.
-QUARANTINE_REASONS = {
-    "empty_line",
-    "line_too_long",
-    "invalid_json",
-    "not_a_json_object",
-    "missing_event_id",
-    "invalid_event_id",
-    "missing_customer_id",
-    "invalid_customer_id",
-    "missing_event_type",
-    "unknown_event_type",
-    "received_at_outside_file_day",
-    "occurred_at_in_future",
-    "occurred_at_too_old",
-    "missing_model",
-    "unknown_customer",
-    "conflicting_duplicate",
-    *(
-        f"{rule}_{timestamp}"
-        for timestamp in ("occurred_at", "received_at")
-        for rule in ("missing", "invalid")
-    ),
-    "occurred_at_without_time_zone",
-    "received_at_without_time_zone",
-    *(
-        reason
-        for tokens in ("input_tokens", "output_tokens", "cache_read_tokens")
-        for reason in (
-            f"missing_{tokens}",
-            f"invalid_{tokens}_type",
-            f"negative_{tokens}",
-            f"{tokens}_too_large",
-        )
-    ),
-}
 
 
 @pytest.fixture(scope="module")
