@@ -192,8 +192,9 @@ def _section(
         f"Last run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: a storm of {len(storm.events):,} "
         f"Stripe events (seed {storm.seed}, generated in {generated_seconds:.0f} s): {types}. "
         "Invoice events come from the local Stripe's billing (`/_local/bill`, captured through "
-        "`/_local/webhooks/flush`); subscription changes, late payments, refunds, disputes and "
-        "meter error reports are built around them. Each run delivers to the real receiver "
+        "`/_local/webhooks/flush`); subscription changes, late payments, authentication "
+        "requests, voided invoices, refunds, disputes and meter error reports are built around "
+        "them. Each run delivers to the real receiver "
         "(uvicorn on 127.0.0.1, signed as Stripe signs) into a fresh database of an embedded "
         "PostgreSQL whose commits do not wait for the disk (`synchronous_commit = off`, as in "
         "the test: crashes are not injected here). The in-order run posts "
@@ -212,8 +213,10 @@ def _section(
         "`invoice.payment_failed` and its `invoice.marked_uncollectible` in the same second, "
         "`Ledger.dunning_state` breaks the tie by insertion order, so the invoice's dunning "
         "state is whichever arrived last (`ledger/store.py`; a strict xfail in "
-        "`tests/reliability/test_webhook_storm.py` keeps it visible). The storm above, like "
-        "the local Stripe, spaces those two events an hour apart.",
+        "`tests/reliability/test_webhook_storm.py` keeps it visible). Any two dunning steps of "
+        "one invoice in the same second tie the same way; the storm above spaces them (an hour "
+        "between the last failure and the write-off, as the local Stripe does; a second between "
+        "a failure and its authentication request).",
         "",
     ]
     return "\n".join(lines)
