@@ -187,7 +187,7 @@ def _section(
         "",
         f"Produced by `{COMMAND}` (the full form of `tests/reliability/test_webhook_storm.py`; "
         "CI runs that test reduced, 500 events: "
-        "`uv run --frozen pytest -m reliability tests/reliability`).",
+        "`uv run --frozen pytest -m reliability tests/reliability/test_webhook_storm.py`).",
         "",
         f"Last run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: a storm of {len(storm.events):,} "
         f"Stripe events (seed {storm.seed}, generated in {generated_seconds:.0f} s): {types}. "
