@@ -24,6 +24,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from doc_sections import replaced_section  # noqa: E402
+
 from tests.reliability import bad_input  # noqa: E402
 from tests.reliability.bad_input import BadInputRun, KindResult  # noqa: E402
 
@@ -191,17 +193,7 @@ def _write_section(path: Path, section: str) -> None:
         if head.strip() != TITLE:
             head, newline, rest = TITLE, "\n", text
         text = head + newline + "\n" + INTRO + ("\n" + rest.lstrip("\n") if rest.strip() else "")
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        following = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + following if following else "")
-    path.write_text(new)
+    path.write_text(replaced_section(text, SECTION, section))
 
 
 if __name__ == "__main__":

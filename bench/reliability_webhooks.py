@@ -29,6 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import psycopg  # noqa: E402
+from doc_sections import replace_section  # noqa: E402
 
 from ledger import embedded_ledger_url  # noqa: E402
 from tests.reliability import webhook_storm as storm_kit  # noqa: E402
@@ -223,20 +224,8 @@ def _section(
 
 
 def _write_section(path: Path, section: str) -> None:
-    """Replace the section (up to the next ``## `` heading) or append it; create the file with a
-    title if it does not exist. Read right before writing: others edit other sections."""
-    text = path.read_text() if path.exists() else "# Reliability\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        following = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + following if following else "")
-    path.write_text(new)
+    """Replace the Webhooks section or append it; create the file with a title if missing."""
+    replace_section(path, SECTION, section, empty_text="# Reliability\n")
 
 
 if __name__ == "__main__":
