@@ -210,14 +210,12 @@ def _section(
         "one request at a time); events/s counts every delivery, replays and refused ones "
         "included.",
         "",
-        "Found while building the harness, not fixed here: when Stripe sends an invoice's last "
+        "Found while building the harness and fixed: when Stripe sends an invoice's last "
         "`invoice.payment_failed` and its `invoice.marked_uncollectible` in the same second, "
-        "`Ledger.dunning_state` breaks the tie by insertion order, so the invoice's dunning "
-        "state is whichever arrived last (`ledger/store.py`; a strict xfail in "
-        "`tests/reliability/test_webhook_storm.py` keeps it visible). Any two dunning steps of "
-        "one invoice in the same second tie the same way; the storm above spaces them (an hour "
-        "between the last failure and the write-off, as the local Stripe does; a second between "
-        "a failure and its authentication request).",
+        "`Ledger.dunning_state` broke the tie by insertion order, so the invoice's dunning "
+        "state was whichever arrived last. It now breaks such ties by the order of an "
+        "invoice's life (`tests/reliability/test_webhook_storm.py::"
+        "test_a_final_failure_and_its_write_off_in_one_second_end_uncollectible_in_any_order`).",
         "",
     ]
     return "\n".join(lines)

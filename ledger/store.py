@@ -56,6 +56,10 @@ class CauseTotal:
 
 
 DUNNING_STATES = ("payment_failed", "retry_scheduled", "recovered", "uncollectible")
+# Which of two steps of one invoice in the same second is the later one: a retry is scheduled
+# before the final failure, an invoice is written off after it, and a payment can still arrive
+# after a write-off (never the reverse).
+DUNNING_STATES_IN_LIFE_ORDER = ("retry_scheduled", "payment_failed", "uncollectible", "recovered")
 
 
 @dataclass(frozen=True)
@@ -374,12 +378,15 @@ class Ledger:
         return False
 
     def dunning_state(self, invoice_id: str) -> DunningEvent | None:
-        """The latest collection step of an invoice (by when it happened), or None."""
+        """The latest collection step of an invoice, or None: by when it happened, then (steps
+        in the same second, as Stripe sends a last failure and its write-off) by the order of an
+        invoice's life, never by which webhook arrived last."""
         row = self._conn.execute(
             "select event_key, invoice_id, customer_id, state, attempt, occurred_at, detail "
             "from ledger.dunning_events where invoice_id = %s "
-            "order by occurred_at desc, attempt desc, id desc limit 1",
-            [invoice_id],
+            "order by occurred_at desc, array_position(%s::text[], state) desc, attempt desc, "
+            "event_key desc limit 1",
+            [invoice_id, list(DUNNING_STATES_IN_LIFE_ORDER)],
         ).fetchone()
         if row is None:
             return None

@@ -145,14 +145,6 @@ def test_bad_signatures_stale_timestamps_and_forgeries_are_refused_and_change_no
     assert sorted(deliveries) == sorted(storm.event_ids)  # no forged id stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Ledger.dunning_state breaks a tie in occurred_at and attempt by insertion order, so a "
-        "final failure and the write-off Stripe sends in the same second end as whichever "
-        "arrived last; the fix belongs in ledger/store.py"
-    ),
-)
 def test_a_final_failure_and_its_write_off_in_one_second_end_uncollectible_in_any_order(
     new_database: Callable[[], str],
 ) -> None:
