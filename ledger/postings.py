@@ -286,12 +286,13 @@ def write_off(
 def refund(
     *,
     refund_id: str,
-    customer_id: str,
+    charge_id: str,
     amount_minor: Decimal,
     currency: str,
     effective_at: datetime,
 ) -> Transaction:
-    """Money given back through Stripe: a contra-revenue cost paid out of Stripe's balance."""
+    """Money given back through Stripe: a contra-revenue cost paid out of Stripe's balance.
+    Linked to the charge (a Stripe refund names its charge, not the customer)."""
     amount = _whole_cents(f"Refund {refund_id}", _positive(f"Refund {refund_id}", amount_minor))
     return _transfer(
         key=f"refund:{refund_id}",
@@ -303,7 +304,7 @@ def refund(
         credit=platform_account(PlatformAccount.STRIPE_CLEARING),
         amount=amount,
         currency=currency,
-        metadata={"customer_id": customer_id},
+        metadata={"charge_id": charge_id},
     )
 
 

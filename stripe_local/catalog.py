@@ -181,6 +181,10 @@ def catalog_routes(
         found("customer", customer, "customer")
         now = clock()
         subscription_id = new_id("sub")
+        start = integer_param(params, "backdate_start_date", default=now)
+        # Since API version 2025-03-31 the current period lives on each item, not on the
+        # subscription.
+        period = {"current_period_start": start, "current_period_end": start + MONTH_SECONDS}
         items = []
         for index, item in enumerate(_indexed(params, "items")):
             price = found("price", str(item.get("price")), f"items[{index}][price]")
@@ -188,6 +192,7 @@ def catalog_routes(
                 "id": new_id("si"),
                 "object": "subscription_item",
                 "created": now,
+                **period,
                 "metadata": {},
                 "price": price,
                 "quantity": int(item["quantity"]) if "quantity" in item else None,
@@ -195,15 +200,12 @@ def catalog_routes(
             }
             store.put(item_object)
             items.append(item_object)
-        start = integer_param(params, "backdate_start_date", default=now)
         subscription = {
             "id": subscription_id,
             "object": "subscription",
             "canceled_at": None,
             "created": now,
             "currency": items[0]["price"]["currency"] if items else None,
-            "current_period_end": start + MONTH_SECONDS,
-            "current_period_start": start,
             "customer": customer,
             "ended_at": None,
             "items": {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,24 @@ def _line_row(invoice_id: str, line: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def subscription_period(subscription: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """A subscription's current period (start, end) in Unix seconds. API versions since
+    2025-03-31 keep it on each subscription item (items may differ: the subscription's period
+    spans them all); older versions on the subscription itself."""
+    items = (subscription.get("items") or {}).get("data") or []
+    starts = [int(i["current_period_start"]) for i in items if i.get("current_period_start")]
+    ends = [int(i["current_period_end"]) for i in items if i.get("current_period_end")]
+    start = subscription.get("current_period_start") or (min(starts) if starts else None)
+    end = subscription.get("current_period_end") or (max(ends) if ends else None)
+    return (int(start) if start else None, int(end) if end else None)
+
+
+def _subscription_row(subscription: dict[str, Any]) -> dict[str, str]:
+    start, end = subscription_period(subscription)
+    with_period = subscription | {"current_period_start": start, "current_period_end": end}
+    return {column: _value(with_period, column) for column in STRIPE_EXPORT_TABLES["subscriptions"]}
+
+
 def _rows(objects: Iterable[Any], columns: tuple[str, ...]) -> list[dict[str, str]]:
     return [{column: _value(obj.to_dict(), column) for column in columns} for obj in objects]
 
@@ -92,7 +110,7 @@ def pull_catalog(client: stripe.StripeClient, stripe_dir: Path) -> dict[str, int
             v1.products.list(params=page).auto_paging_iter(), STRIPE_EXPORT_TABLES["products"]
         ),
         "prices": [_price_row(p) for p in v1.prices.list(params=page).auto_paging_iter()],
-        "subscriptions": _rows(subscriptions, STRIPE_EXPORT_TABLES["subscriptions"]),
+        "subscriptions": [_subscription_row(s.to_dict()) for s in subscriptions],
         "subscription_items": [
             {
                 column: (item.price.id if column == "price" else _value(item.to_dict(), column))

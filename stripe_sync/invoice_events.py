@@ -18,6 +18,11 @@ Effects of an invoice's events:
 - ``invoice.marked_uncollectible``: the open amount is written off to bad debt
   (``write_off:<invoice>``) and the dunning state is ``uncollectible``; paid after all, the
   write-off is reversed (``write_off_recovered:<invoice>``).
+- ``invoice.voided``: the invoice no longer claims anything, but the usage it billed was still
+  delivered. Its finalisation is reversed (``invoice_voided:<invoice>``), so the amount returns to
+  the customer's unbilled receivable, where reconciliation shows it until it is invoiced again or
+  adjusted; a write-off of the voided invoice is reversed first (``write_off_voided:<invoice>``).
+  Nothing is silently lost and nothing stays claimed twice.
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ def _transition(event: InvoiceEvent, name: str) -> int:
     return int((event.invoice.get("status_transitions") or {}).get(name) or 0)
 
 
+def _voided_at(event: InvoiceEvent) -> datetime:
+    return _at(_transition(event, "voided_at") or event.created)
+
+
 def invoice_effects(events: Iterable[InvoiceEvent]) -> InvoiceEffects:
     """The ledger transactions and dunning steps all of one invoice's events call for."""
     ordered = sorted(events, key=lambda e: e.order)
@@ -103,6 +112,7 @@ def invoice_effects(events: Iterable[InvoiceEvent]) -> InvoiceEffects:
             )
         )
 
+    voided = next((e for e in ordered if e.event_type == "invoice.voided"), None)
     failures = 0
     for event in ordered:
         attempt = int(event.invoice.get("attempt_count") or 0)
@@ -168,6 +178,10 @@ def invoice_effects(events: Iterable[InvoiceEvent]) -> InvoiceEffects:
                             _at(_transition(paid_later, "paid_at") or paid_later.created),
                         )
                     )
+                elif voided is not None:  # Stripe voids uncollectible invoices too
+                    transactions.append(
+                        written_off.reversal(f"write_off_voided:{invoice_id}", _voided_at(voided))
+                    )
             dunning.append(
                 DunningEvent(
                     event_key=event.event_id,
@@ -178,6 +192,10 @@ def invoice_effects(events: Iterable[InvoiceEvent]) -> InvoiceEffects:
                     occurred_at=_at(event.created),
                 )
             )
+    if voided is not None and transactions and transactions[0].kind == "invoice_finalised":
+        transactions.append(
+            transactions[0].reversal(f"invoice_voided:{invoice_id}", _voided_at(voided))
+        )
     return InvoiceEffects(
         invoice_id=invoice_id,
         status=str(latest.get("status")),

@@ -5,8 +5,8 @@
 stores the event by its id (a redelivery stores nothing new), and answers 2xx only once the event
 is committed. Processing follows in the same request and is idempotent and order-independent:
 it recomputes the affected object's state from all its stored events (``invoice_events``;
-refunds by their Stripe ids; disputes recorded in ``stripe_sync.disputes``; meter error
-reports logged for the outbox's owner). If
+refunds by their Stripe ids, from ``refund.*`` events or a charge that lists them; disputes
+recorded in ``stripe_sync.disputes``; meter error reports logged for the outbox's owner). If
 processing fails, the event stays stored with the error, Stripe still gets its 2xx, and
 ``process_stored_events`` (``meterbook stripe webhooks --reprocess``) runs it again.
 """
@@ -30,10 +30,16 @@ from starlette.routing import Route
 
 from ledger import Ledger, Transaction
 from ledger.postings import refund as refund_posting
+from stripe_sync.catalog import subscription_period
 from stripe_sync.invoice_events import INVOICE_EVENT_TYPES, InvoiceEvent, invoice_effects
 
 SIGNATURE_TOLERANCE_SECONDS = 300  # Stripe's own default: older signatures are replays
 CHARGE_EVENT_TYPES = ("charge.refunded", "charge.dispute.created")
+# A refund's own events (API 2024+). Since API version 2022-11-15 a charge no longer lists its
+# refunds unless expanded, so these carry the refunds; an older ``charge.refunded`` that does
+# list them posts the same transactions under the same keys.
+REFUND_EVENT_TYPES = ("refund.created", "refund.updated", "refund.failed")
+REFUND_UNDONE_STATUSES = ("failed", "canceled")  # the money came back to Stripe's balance
 METER_ERROR_EVENT_TYPE = "billing.meter.error_report_triggered"
 SUBSCRIPTION_EVENT_TYPES = (
     "customer.subscription.created",
@@ -143,9 +149,9 @@ def process_object(conn: psycopg.Connection, book: Ledger, object_id: str) -> No
     subscription_events = [e for e in events if e.event_type in SUBSCRIPTION_EVENT_TYPES]
     if subscription_events:
         _apply_subscription(conn, subscription_events)
-    refunded = [e for e in events if e.event_type == "charge.refunded"]
-    if refunded:
-        book.post_many(_refunds(refunded))
+    refund_events = [e for e in events if e.event_type in ("charge.refunded", *REFUND_EVENT_TYPES)]
+    if refund_events:
+        book.post_many(_refunds(refund_events))
     for event in events:
         if event.event_type == "charge.dispute.created":
             _record_dispute(conn, event)
@@ -163,33 +169,42 @@ def process_object(conn: psycopg.Connection, book: Ledger, object_id: str) -> No
         )
 
 
+def _refunds_seen(event: StoredEvent) -> list[dict[str, Any]]:
+    """The refunds one event shows: its own object for ``refund.*``, or the refunds a
+    ``charge.refunded`` lists (only when the charge was sent with them expanded)."""
+    obj = event.payload["data"]["object"]
+    if event.event_type in REFUND_EVENT_TYPES:
+        return [obj]
+    listed = (obj.get("refunds") or {}).get("data") or []
+    return [{"charge": obj["id"], "currency": obj["currency"]} | refund for refund in listed]
+
+
 def _refunds(events: list[StoredEvent]) -> list[Transaction]:
-    """One refund transaction per Stripe refund of the charge (keyed by the refund's id), from
-    the union of the refunds all its events list: any order, any redelivery, the same postings."""
-    refunds: dict[str, tuple[int, int, str, str]] = {}
+    """One refund transaction per Stripe refund (keyed by the refund's id) and, if the refund
+    failed or was cancelled, its reversal. Content comes from the refund's own fields only, so
+    any order, any redelivery and either source of the refund give the same postings."""
+    refunds: dict[str, dict[str, Any]] = {}
+    undone: set[str] = set()
     for event in events:
-        charge = event.payload["data"]["object"]
-        customer = str(
-            (charge.get("metadata") or {}).get("meterbook_customer_id") or charge.get("customer")
-        )
-        for stripe_refund in (charge.get("refunds") or {}).get("data") or []:
-            refunds[stripe_refund["id"]] = (
-                int(stripe_refund["amount"]),
-                int(stripe_refund["created"]),
-                charge["currency"],
-                customer,
-            )
-    return [
-        refund_posting(
+        for stripe_refund in _refunds_seen(event):
+            refunds[stripe_refund["id"]] = stripe_refund
+            if stripe_refund.get("status") in REFUND_UNDONE_STATUSES:
+                undone.add(stripe_refund["id"])
+    transactions: list[Transaction] = []
+    for refund_id, stripe_refund in sorted(refunds.items()):
+        if int(stripe_refund["amount"]) <= 0:
+            continue
+        posted = refund_posting(
             refund_id=refund_id,
-            customer_id=customer,
-            amount_minor=Decimal(amount),
-            currency=currency,
-            effective_at=datetime.fromtimestamp(created, UTC),
+            charge_id=str(stripe_refund.get("charge") or ""),
+            amount_minor=Decimal(int(stripe_refund["amount"])),
+            currency=str(stripe_refund["currency"]),
+            effective_at=datetime.fromtimestamp(int(stripe_refund["created"]), UTC),
         )
-        for refund_id, (amount, created, currency, customer) in sorted(refunds.items())
-        if amount > 0
-    ]
+        transactions.append(posted)
+        if refund_id in undone:  # as if it never left: Stripe gives no time of the failure
+            transactions.append(posted.reversal(f"refund_failed:{refund_id}", posted.effective_at))
+    return transactions
 
 
 def _record_dispute(conn: psycopg.Connection, event: StoredEvent) -> None:
@@ -238,8 +253,7 @@ def _apply_subscription(conn: psycopg.Connection, events: list[StoredEvent]) -> 
                 sub["customer"],
                 status,
                 metadata.get("plan_id"),
-                sub.get("current_period_start"),
-                sub.get("current_period_end"),
+                *subscription_period(sub),
                 latest.event_id,
                 latest.created,
             ],

@@ -98,6 +98,18 @@ def test_the_catalog_is_pulled_page_by_page_into_export_files(
         assert conn.execute(
             "select metadata from stripe_raw.subscriptions where id = ?", [subscription.id]
         ).fetchone() == (json.dumps({"plan_id": "starter"}),)
+        # Current API versions keep the period on the items only; the export still has it.
+        assert "current_period_start" not in subscription
+        start, end = conn.execute(
+            "select current_period_start, current_period_end from stripe_raw.subscriptions "
+            "where id = ?",
+            [subscription.id],
+        ).fetchone()
+        item_period = subscription["items"]["data"][0]
+        assert (int(start), int(end)) == (
+            item_period["current_period_start"],
+            item_period["current_period_end"],
+        )
         assert sorted(
             conn.execute(
                 "select price from stripe_raw.subscription_items where subscription = ?",

@@ -146,25 +146,46 @@ class InvoiceStory:
         )
         return self
 
+    def void(self) -> InvoiceStory:
+        transitions = {**self.invoice["status_transitions"], "voided_at": self.clock + 3600}
+        self.emit(
+            "invoice.voided",
+            status="void",
+            amount_remaining=0,
+            next_payment_attempt=None,
+            status_transitions=transitions,
+        )
+        return self
 
-def subscription_events(sub_id: str, customer: str, start: int) -> list[dict[str, Any]]:
+
+def subscription_events(
+    sub_id: str, customer: str, start: int, *, periods_on_items: bool = True
+) -> list[dict[str, Any]]:
+    """A subscription's life. Current API versions keep the period on each item; versions
+    before 2025-03-31 kept it on the subscription."""
+    period = {"current_period_start": start, "current_period_end": start + 30 * DAY}
+
     def event(n: int, event_type: str, status: str, plan: str) -> dict[str, Any]:
+        subscription: dict[str, Any] = {
+            "id": sub_id,
+            "object": "subscription",
+            "customer": customer,
+            "status": status,
+            "metadata": {"plan_id": plan},
+        }
+        if periods_on_items:
+            subscription["items"] = {
+                "object": "list",
+                "data": [{"id": f"si_{sub_id}", "object": "subscription_item", **period}],
+            }
+        else:
+            subscription |= period
         return {
             "id": f"evt_{sub_id}_{n}",
             "object": "event",
             "type": event_type,
             "created": start + n * DAY,
-            "data": {
-                "object": {
-                    "id": sub_id,
-                    "object": "subscription",
-                    "customer": customer,
-                    "status": status,
-                    "metadata": {"plan_id": plan},
-                    "current_period_start": start,
-                    "current_period_end": start + 30 * DAY,
-                }
-            },
+            "data": {"object": subscription},
         }
 
     return [
@@ -175,44 +196,71 @@ def subscription_events(sub_id: str, customer: str, start: int) -> list[dict[str
     ]
 
 
-def charge_events(start: int) -> list[dict[str, Any]]:
-    """Two partial refunds of one charge (each event lists the refunds so far), a dispute on
-    another, and a meter error report."""
+def refund_event(
+    n: int, event_type: str, refund_id: str, charge_id: str, amount: int, start: int, **changes: Any
+) -> dict[str, Any]:
+    return {
+        "id": f"evt_{refund_id}_{n}",
+        "object": "event",
+        "type": event_type,
+        "created": start + n * DAY,
+        "data": {
+            "object": {
+                "id": refund_id,
+                "object": "refund",
+                "amount": amount,
+                "charge": charge_id,
+                "currency": "usd",
+                "created": start + DAY,
+                "status": "succeeded",
+                **changes,
+            }
+        },
+    }
 
-    def charge(n: int, refunds: list[tuple[str, int]]) -> dict[str, Any]:
+
+def charge_events(start: int) -> list[dict[str, Any]]:
+    """Refunds as current API versions send them (``charge.refunded`` without the refunds, each
+    refund in its own ``refund.*`` events; one of them fails), a refund of an older-style charge
+    that lists it and also has its own event, a dispute on another charge, and a meter error
+    report."""
+
+    def charge(n: int, charge_id: str, refunds: list[tuple[str, int]] | None) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "id": charge_id,
+            "object": "charge",
+            "customer": "acme",
+            "currency": "usd",
+            "amount": 4_500,
+            "amount_refunded": sum(a for _, a in refunds or []),
+            "metadata": {"meterbook_customer_id": "acme"},
+        }
+        if refunds is not None:  # API versions before 2022-11-15 listed them
+            obj["refunds"] = {
+                "object": "list",
+                "data": [
+                    {"id": rid, "object": "refund", "amount": amount, "created": start + DAY}
+                    for rid, amount in refunds
+                ],
+            }
         return {
-            "id": f"evt_ch_{n}",
+            "id": f"evt_{charge_id}_{n}",
             "object": "event",
             "type": "charge.refunded",
             "created": start + n * DAY,
-            "data": {
-                "object": {
-                    "id": "ch_1",
-                    "object": "charge",
-                    "customer": "acme",
-                    "currency": "usd",
-                    "amount": 4_500,
-                    "amount_refunded": sum(a for _, a in refunds),
-                    "metadata": {"meterbook_customer_id": "acme"},
-                    "refunds": {
-                        "object": "list",
-                        "data": [
-                            {
-                                "id": rid,
-                                "object": "refund",
-                                "amount": amount,
-                                "created": start + DAY,
-                            }
-                            for rid, amount in refunds
-                        ],
-                    },
-                }
-            },
+            "data": {"object": obj},
         }
 
     return [
-        charge(1, [("re_1", 500)]),
-        charge(2, [("re_1", 500), ("re_2", 250)]),
+        charge(1, "ch_1", None),
+        refund_event(1, "refund.created", "re_1", "ch_1", 500, start),
+        charge(2, "ch_1", None),
+        refund_event(2, "refund.created", "re_2", "ch_1", 250, start),
+        refund_event(3, "refund.updated", "re_2", "ch_1", 250, start),  # a redundant update
+        refund_event(2, "refund.created", "re_4", "ch_1", 100, start, status="pending"),
+        refund_event(4, "refund.failed", "re_4", "ch_1", 100, start, status="failed"),
+        charge(1, "ch_legacy", [("re_3", 300)]),
+        refund_event(1, "refund.created", "re_3", "ch_legacy", 300, start),
         {
             "id": "evt_dp_1",
             "object": "event",
@@ -258,10 +306,17 @@ def month_of_events() -> list[dict[str, Any]]:
         .give_up()
         .pay(),
         InvoiceStory("in_draft", "acme", 100, T0),
+        InvoiceStory("in_voided", "epsilon", 300, T0).finalise().void(),
+        InvoiceStory("in_lost_voided", "zeta", 200, T0)
+        .finalise()
+        .decline(retry=False)
+        .give_up()
+        .void(),
     ]
     for story in stories:
         events.extend(story.events)
     events.extend(subscription_events("sub_1", "acme", T0))
+    events.extend(subscription_events("sub_old", "beta", T0, periods_on_items=False))
     events.extend(charge_events(T0))
     return events
 
@@ -272,12 +327,21 @@ def final_state(ledger_url: str) -> dict[str, Any]:
         assert report.ok, report.problems()
         dunning = {
             invoice: (state.state if (state := book.dunning_state(invoice)) else None)
-            for invoice in ("in_paid", "in_recovered", "in_lost", "in_late_pay", "in_draft")
+            for invoice in (
+                "in_paid",
+                "in_recovered",
+                "in_lost",
+                "in_late_pay",
+                "in_draft",
+                "in_voided",
+                "in_lost_voided",
+            )
         }
         balances = book.balances()
     with psycopg.connect(ledger_url) as conn:
         subscriptions = conn.execute(
-            "select subscription_id, status, plan_id, as_of_event from stripe_sync.subscriptions"
+            "select subscription_id, status, plan_id, as_of_event, current_period_start, "
+            "current_period_end from stripe_sync.subscriptions order by subscription_id"
         ).fetchall()
         disputes = conn.execute(
             "select dispute_id, charge_id, amount from stripe_sync.disputes"
@@ -367,12 +431,24 @@ def test_failed_payments_end_recovered_or_uncollectible_with_the_right_balances(
         "in_lost": "uncollectible",
         "in_late_pay": "recovered",  # written off, then paid after all
         "in_draft": None,
+        "in_voided": None,
+        "in_lost_voided": "uncollectible",
     }
     balances = {account: amount for (account, _), amount in state["balances"].items()}
-    for customer in ("acme", "beta", "gamma", "delta"):
+    for customer in ("acme", "beta", "gamma", "delta", "epsilon", "zeta"):
         assert balances[f"customer:{customer}:receivable"] == 0
-    assert balances["platform:refunds"] == 500 + 250  # two refunds, each posted once
-    assert balances["platform:stripe_clearing"] == 4_500 + 12_345 + 700 - 750
+    # A voided invoice's amount is back where it was before it was invoiced: unbilled (these
+    # customers accrued nothing here, so exactly zero); zeta's write-off was undone by the void.
+    assert balances["customer:epsilon:unbilled_receivable"] == 0
+    assert balances["customer:zeta:unbilled_receivable"] == 0
+    # Three refunds, each posted once (re_3 seen twice, from its charge's list and its own
+    # event); the failed re_4 posted and reversed.
+    assert balances["platform:refunds"] == 500 + 250 + 300
+    assert balances["platform:stripe_clearing"] == 4_500 + 12_345 + 700 - 1_050
     assert balances["platform:bad_debt"] == 999  # delta's write-off was reversed when it paid
-    assert state["subscriptions"] == [("sub_1", "canceled", "pro", "evt_sub_1_12")]
+    period = (T0, T0 + 30 * DAY)
+    assert state["subscriptions"] == [
+        ("sub_1", "canceled", "pro", "evt_sub_1_12", *period),  # the period from its items
+        ("sub_old", "canceled", "pro", "evt_sub_old_12", *period),
+    ]
     assert state["disputes"] == [("dp_1", "ch_2", 999)]
