@@ -88,6 +88,8 @@ def test_the_storm_has_every_kind_of_event_the_receiver_handles(storm: Storm) ->
         "customer.subscription.updated",
         "customer.subscription.deleted",
         "charge.refunded",
+        "refund.created",
+        "refund.failed",
         "charge.dispute.created",
         "billing.meter.error_report_triggered",
     ):

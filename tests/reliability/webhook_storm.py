@@ -6,10 +6,10 @@ The invoice events are real output of the local Stripe: customers with payment b
 Around them come the events the local Stripe does not produce but the receiver handles, built
 the way Stripe sends them: subscription changes and cancellations, invoices paid after being
 written off, authentication requests, voided invoices, refunds, disputes, meter error reports,
-and ``invoice.payment_succeeded`` (stored, not acted on). Each ``charge.refunded`` lists the
-charge's refunds so far, the shape the receiver reads and ``tests/stripe_sync/test_webhooks.py``
-builds (Stripe itself stopped expanding a charge's refunds by default in API version
-2022-11-15). Everything is drawn from one seed; only the local Stripe's object ids are random,
+and ``invoice.payment_succeeded`` (stored, not acted on). Refunds come as current API versions
+send them: a ``charge.refunded`` that no longer lists the charge's refunds (API 2022-11-15 and
+later) and each refund's own ``refund.created`` (some refunds then fail: ``refund.failed``).
+Everything is drawn from one seed; only the local Stripe's object ids are random,
 and neither the order nor the choices depend on them.
 
 Three deliveries of the same storm, each into a fresh database behind its own receiver (uvicorn
@@ -78,11 +78,13 @@ PAYMENT_BEHAVIOURS = {
 }
 SHARE_PAID_AFTER_WRITE_OFF = 0.3
 SHARE_REFUNDED = 0.2
+SHARE_REFUND_FAILED = 0.1
 SHARE_DISPUTED = 0.05
 SHARE_PLAN_CHANGED = 0.5
 SHARE_CANCELED = 0.15
 SHARE_ACTION_REQUIRED = 0.25  # failed attempts that needed the customer's authentication
 SHARE_VOIDED = 0.06  # invoices followed by one issued by mistake, then voided
+SHARE_VOIDED_AFTER_WRITE_OFF = 0.2  # of those written off and not paid after all
 EVENTS_PER_METER_ERROR_REPORT = 250
 BAD_DELIVERIES_PER_EVENT = 0.5
 BAD_KINDS = (
@@ -133,7 +135,9 @@ class Storm:
         finalised: set[str] = set()
         paid: set[str] = set()
         written_off: set[str] = set()
+        voided: set[str] = set()
         refunds: set[str] = set()
+        failed_refunds: set[str] = set()
         for event in self.events:
             obj = event["data"]["object"]
             if event["type"].startswith("invoice.") and obj["total"] > 0:
@@ -143,15 +147,22 @@ class Storm:
                     paid.add(obj["id"])
                 if event["type"] == "invoice.marked_uncollectible" and obj["amount_remaining"]:
                     written_off.add(obj["id"])
-            elif event["type"] == "charge.refunded":
-                refunds.update(r["id"] for r in obj["refunds"]["data"] if r["amount"] > 0)
+                if event["type"] == "invoice.voided":
+                    voided.add(obj["id"])
+            elif event["type"].startswith("refund.") and obj["amount"] > 0:
+                refunds.add(obj["id"])
+                if obj["status"] in ("failed", "canceled"):
+                    failed_refunds.add(obj["id"])
         return Counter(
             {
                 "invoice_finalised": len(finalised),
                 "payment": len(paid),
                 "write_off": len(written_off),
                 "write_off_recovered": len(written_off & paid),
+                "invoice_voided": len(voided & finalised),
+                "write_off_voided": len((voided & written_off) - paid),
                 "refund": len(refunds),
+                "refund_failed": len(failed_refunds),
             }
         )
 
@@ -388,6 +399,14 @@ class _Builder:
                 "status_transitions": transitions,
             }
             self.event("invoice.paid", paid_at, paid)
+        elif (
+            last["type"] == "invoice.marked_uncollectible"
+            and self.rng.random() < SHARE_VOIDED_AFTER_WRITE_OFF
+        ):  # Stripe voids uncollectible invoices too
+            voided_at = last["created"] + self.rng.randrange(1, 20) * DAY
+            transitions = invoice["status_transitions"] | {"voided_at": voided_at}
+            void = invoice | {"status": "void", "amount_remaining": 0}
+            self.event("invoice.voided", voided_at, void | {"status_transitions": transitions})
 
     def voided_invoice(self, like: dict[str, Any], created: int) -> None:
         """An invoice issued by mistake: created, finalised, voided a day later."""
@@ -417,7 +436,8 @@ class _Builder:
         )
 
     def charge_after_payment(self, invoice: dict[str, Any], paid_at: int) -> None:
-        """Partial refunds (each ``charge.refunded`` lists the refunds so far) or a dispute."""
+        """Partial refunds (a ``charge.refunded`` and the refund's own ``refund.created``; some
+        refunds fail) or a dispute."""
         charge = {
             "id": self.new_id("ch"),
             "object": "charge",
@@ -429,7 +449,6 @@ class _Builder:
             "paid": True,
             "refunded": False,
             "amount_refunded": 0,
-            "refunds": {"object": "list", "data": [], "has_more": False},
         }
         draw = self.rng.random()
         if draw < SHARE_REFUNDED and invoice["total"] >= 2:
@@ -448,9 +467,14 @@ class _Builder:
                     "currency": charge["currency"],
                     "status": "succeeded",
                 }
-                charge["refunds"]["data"].insert(0, refund)  # newest first, as Stripe lists
                 charge["amount_refunded"] += amount
                 self.event("charge.refunded", at, charge)
+                self.event("refund.created", at, refund)
+                if self.rng.random() < SHARE_REFUND_FAILED:  # e.g. the card was closed
+                    charge["amount_refunded"] -= amount
+                    left += amount
+                    failed_at = at + self.rng.randrange(1, 5) * DAY
+                    self.event("refund.failed", failed_at, refund | {"status": "failed"})
         elif draw < SHARE_REFUNDED + SHARE_DISPUTED:
             at = paid_at + self.rng.randrange(1, 30) * DAY
             dispute = {
@@ -797,7 +821,10 @@ def in_order_problems(
         problems.append(f"not processed: {result.not_processed[:3]}")
     problems += [f"ledger: {problem}" for problem in state["ledger_ok"]]
     expected = storm.expected_transactions()
-    expected["reversal"] = expected.pop("write_off_recovered")  # its kind in the ledger
+    expected["reversal"] = sum(  # their kind in the ledger
+        expected.pop(kind)
+        for kind in ("write_off_recovered", "invoice_voided", "write_off_voided", "refund_failed")
+    )
     expected = Counter({kind: count for kind, count in sorted(expected.items()) if count})
     if state["transactions_by_kind"] != dict(expected):
         problems.append(f"transactions {state['transactions_by_kind']} != {dict(expected)}")
