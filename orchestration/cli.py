@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli import api_app, serve
 from orchestration.settings import DBT_PROJECT_DIR, LOCAL_STRIPE_PORT, Settings, get_settings
 
 # Dagster flags the beta/preview features we rely on (single-run backfills, partitioned
@@ -32,6 +33,8 @@ ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 stripe_app = typer.Typer(help="Inspect what was sent to Stripe.", no_args_is_help=True)
 app.add_typer(stripe_app, name="stripe")
+app.add_typer(api_app, name="api")  # the billing API: api/cli.py
+app.command("serve")(serve)
 
 DEMO_CUSTOMERS = 25
 DEMO_EVENTS_PER_DAY = 20_000
