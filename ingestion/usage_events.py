@@ -32,6 +32,8 @@ from pathlib import Path
 
 import duckdb
 
+from crash_points import crash_point
+
 KNOWN_EVENT_TYPES: tuple[str, ...] = ("model_call",)
 TOKEN_FIELDS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
 # What JSON counts as whitespace (but the line feed, which ends the line), as a SQL expression.
@@ -441,6 +443,7 @@ def _ingest_usage_day(
             from classified where reason is not null
             """
         )
+        crash_point("ingestion.after_quarantine_write")
         conn.execute(
             f"""
             insert into ingest.usage_event_lines
@@ -467,6 +470,7 @@ def _ingest_usage_day(
             """
         )
         result = _day_result(conn, arrival_date, len(files))
+        crash_point("ingestion.before_day_commit")
         conn.execute("commit")
     except IngestionError:
         conn.execute("rollback")

@@ -19,6 +19,8 @@ from pathlib import Path
 import duckdb
 import psycopg
 
+from crash_points import crash_point
+
 REPLICA_SCHEMA = """
 create schema if not exists ledger;
 create table if not exists ledger.transactions (
@@ -126,6 +128,7 @@ def replicate_ledger(
                         f"columns = {_replica_columns(warehouse, table)})",
                         [str(files[table])],
                     )
+                crash_point("ledger.replica_mid_copy")
             warehouse.execute("delete from ledger.accounts")
             if counts["accounts"]:
                 warehouse.execute(

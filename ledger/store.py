@@ -17,6 +17,7 @@ from types import TracebackType
 
 import psycopg
 
+from crash_points import crash_point
 from ledger import verification
 from ledger.accounts import chart_account
 from ledger.errors import LedgerBalanceError, LedgerConflictError, LedgerValidationError
@@ -247,6 +248,7 @@ class Ledger:
                 return {}
             _ensure_accounts(cursor, account_currency)
             new_ids = _copy_transactions(cursor, new)
+            crash_point("ledger.mid_batch")
             _insert_entries(cursor, new, new_ids)
             return new_ids
 

@@ -36,6 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from crash_points import crash_point
 from stripe_sync.meter_events import (
     MAX_ATTEMPTS,
     METER_EVENT_OPERATION,
@@ -132,6 +133,7 @@ def _send_batch(
                 except stripe.TemporarySessionExpiredError:
                     renew = True
                     raise
+                crash_point("stripe.after_request_before_outbox_update")
         return [
             WriteOutcome(w.id, "sent", attempts, str(w.request_payload["identifier"]), None)
             for w in batch

@@ -27,6 +27,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from crash_points import crash_point
 from stripe_sync.outbox import (
     OutboxIntent,
     PendingWrite,
@@ -141,6 +142,7 @@ def _send_one(client: stripe.StripeClient, write: PendingWrite, max_attempts: in
                     params=write.request_payload,  # type: ignore[arg-type]
                     options={"idempotency_key": write.idempotency_key},
                 )
+                crash_point("stripe.v1_after_request_before_outbox_update")
         return WriteOutcome(write.id, "sent", attempts, event.identifier, None)
     except RetryError as error:
         cause = error.last_attempt.exception()

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from crash_points import crash_point
 from ledger import Ledger, Transaction
 from ledger.postings import refund as refund_posting
 from stripe_sync.catalog import subscription_period
@@ -144,6 +145,7 @@ def process_object(conn: psycopg.Connection, book: Ledger, object_id: str) -> No
     if invoice_events:
         effects = invoice_effects(invoice_events)
         book.post_many(effects.transactions)
+        crash_point("webhooks.mid_process")
         for step in effects.dunning_events:
             book.record_dunning_event(step)
     subscription_events = [e for e in events if e.event_type in SUBSCRIPTION_EVENT_TYPES]
@@ -161,6 +163,7 @@ def process_object(conn: psycopg.Connection, book: Ledger, object_id: str) -> No
                 "meter's error reports",
                 event.event_id,
             )
+    crash_point("webhooks.before_mark_processed")
     with conn.transaction():
         conn.execute(
             "update stripe_sync.webhook_events set processed_at = now(), processing_error = null "
@@ -276,6 +279,7 @@ def process_stored_events(
     for object_id in objects:
         if not _process_recording_errors(conn, book, object_id):
             failed += 1
+        crash_point("webhooks.reprocess_after_object")
     return len(objects), failed
 
 
@@ -319,6 +323,7 @@ def create_webhook_app(
         conn, book = connect()
         try:
             new = store_event(conn, raw)
+            crash_point("webhooks.after_store_before_process")
             object_id = raw.get("data", {}).get("object", {}).get("id")
             processed = _process_recording_errors(conn, book, object_id) if object_id else True
         finally:

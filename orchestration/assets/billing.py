@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import psycopg
 
+from crash_points import crash_point
 from ledger.usage_accruals import (
     USAGE_ACCRUAL_KIND,
     RatedSlot,
@@ -91,6 +92,7 @@ def ledger_usage_batch(
     transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
     with warehouse.connect() as conn:
         entries = ledger_batches.write_batch(conn, start, end, transactions)
+    crash_point("ledger.after_batch_staged")
     return dg.MaterializeResult(
         metadata={
             "usage_dates": len(usage_dates),
@@ -121,6 +123,7 @@ def ledger_usage_accruals(
         transactions = ledger_batches.read_batch(conn, window.start.date(), window.end.date())
     with ledger.open() as book:
         result = book.post_many(transactions)
+        crash_point("ledger.after_post_before_verify")
         report = book.verify()
     context.log.info(
         f"Ledger: {result.created} transactions posted, {result.existing} already there"
@@ -166,6 +169,7 @@ def stripe_meter_events(
     ]
     client = stripe.client()
     ensure_meters(client, meters)
+    crash_point("stripe.after_meters_ensured")
     with psycopg.connect(ledger.resolved_url(), autocommit=True) as conn:
         outbox.ensure_schema(conn)
         intents, decreases = plan_meter_events(
@@ -174,11 +178,13 @@ def stripe_meter_events(
             usage_dates=usage_dates,
         )
         recorded = outbox.record_intents(conn, intents)
+        crash_point("stripe.after_intents_recorded")
         if stripe.meter_events_api == "stream":
             report = send_pending_meter_events_stream(conn, client, stripe.client_with_key)
         else:
             report = send_pending_meter_events(conn, client)
         states = outbox.state_counts(conn)
+    crash_point("stripe.after_send")
     for decrease in decreases:
         context.log.warning(f"Usage went down after it was sent to Stripe: {decrease}")
     context.log.info(

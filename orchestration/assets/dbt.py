@@ -21,6 +21,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from crash_points import crash_point
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import WarehouseResource, dbt_project
@@ -92,7 +93,11 @@ def _build(
     }
     # dbt's profile reads the same variable, so both always point at one warehouse file.
     os.environ["METERBOOK_WAREHOUSE_PATH"] = warehouse.path
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    for event in dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream():
+        # While dbt still runs: the whole process group (dbt too), or the Dagster process alone.
+        crash_point(f"dbt.{context.op_def.name}", process_group=True)
+        crash_point(f"dbt.{context.op_def.name}.dagster_process_only")
+        yield event
 
 
 @dbt_assets(

@@ -5,6 +5,7 @@ from datetime import date, timedelta
 import dagster as dg
 import psycopg
 
+from crash_points import crash_point
 from ledger.replication import replicate_ledger
 from orchestration.assets.billing import (
     ledger_usage_accruals,
@@ -56,6 +57,7 @@ def ledger_replica(
         warehouse.connect() as conn,
     ):
         result = replicate_ledger(pg, conn)
+    crash_point("finance.after_replica")
     context.log.info(
         f"Ledger replica: {result.transactions_copied} transactions and "
         f"{result.entries_copied} entries copied; {result.transactions_in_replica} in the replica"
@@ -145,6 +147,7 @@ def stripe_meter_usage(
     read = {
         days: read_meter_usage(client, stripe_meter_ids, billed[days], *days) for days in ranges
     }
+    crash_point("finance.after_meter_usage_read")
     with warehouse.connect() as conn:
         stored = sum(store_meter_usage(conn, billed[days], *days, read[days]) for days in ranges)
     pairs = sum(len(pairs) for pairs in billed.values())

@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from crash_points import crash_point
 from ingestion.stripe_exports import (
     STRIPE_EXPORT_TABLES,
     STRIPE_INVOICE_TABLES,
@@ -53,6 +54,7 @@ def stripe_exports(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     """Load the Stripe CSV exports into ``stripe_raw``; a later export replaces an earlier one."""
     with warehouse.connect() as conn:
         row_counts = load_stripe_exports(conn, stripe_dir=get_settings().raw_stripe_dir)
+    crash_point("ingestion.after_stripe_exports")
     context.log.info(f"Loaded Stripe exports: {row_counts}")
     for table, key in STRIPE_EXPORT_ASSETS.items():
         yield dg.MaterializeResult(asset_key=key, metadata={"rows": row_counts[table]})
@@ -110,6 +112,7 @@ def usage_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource
                 f"{[d.isoformat() for d in result.usage_dates]}"
             )
             results.append(result)
+            crash_point("ingestion.after_day_committed")
     yield dg.MaterializeResult(
         asset_key=ACCEPTED_USAGE_EVENTS,
         metadata={
