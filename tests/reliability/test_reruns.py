@@ -1,0 +1,60 @@
+"""Reliability: every daily partition run again and again, in random order, with overlapping
+backfills, leaves what one clean run leaves (see ``tests/reliability/reruns.py``).
+
+CI runs the reduced form: two days run out of order (day 2, whose late usage belongs to day 1,
+before day 1), then both again as one backfill, against one backfill of both in a clean
+pipeline. ``METERBOOK_RELIABILITY_SCALE=full`` runs ten days, five passes
+(``bench/reliability_reruns.py`` runs that and writes the figures to ``docs/reliability.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PipelineEnvironment
+from tests.reliability import reruns
+from tests.reliability.pipeline_state import ORDER_DEPENDENT, describe_differences
+
+pytestmark = pytest.mark.reliability
+
+
+def test_partitions_rerun_in_random_order_with_overlapping_backfills_leave_one_clean_run(
+    pipeline_env: PipelineEnvironment,
+    new_database: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scale = reruns.SCALES[reruns.rerun_scale()]
+    passes = reruns.plan_passes(scale)
+    assert set(reruns.runs_per_day(passes).values()) >= {scale.passes}
+    whole_range = (reruns.FIRST_DAY, scale.last_day)
+
+    with reruns.pipeline(
+        "clean", pipeline_env.data_dir, pipeline_env.ledger_url, scale, monkeypatch.setenv
+    ) as clean:
+        assert clean.run(whole_range).success
+        clean_state = clean.fingerprint()
+    assert clean_state.problems() == []
+    assert clean_state.meter_events_accepted > 0
+
+    with reruns.pipeline(
+        "re-run", tmp_path / "rerun", new_database(), scale, monkeypatch.setenv
+    ) as rerun:
+        first = reruns.run_pass(rerun, passes[0])
+        assert first.failed_units == []
+        assert first.fingerprint.problems() == []
+        # Out of order, the ledger and Stripe hold the same totals in other revisions.
+        assert first.fingerprint.order_independent() == clean_state.order_independent(), (
+            describe_differences(clean_state, first.fingerprint, ignore=ORDER_DEPENDENT)
+        )
+        for number, units in enumerate(passes[1:], start=2):
+            later = reruns.run_pass(rerun, units)
+            assert later.failed_units == [], f"pass {number}"
+            # A re-run changes nothing: same ledger content hash, no new meter event.
+            assert later.fingerprint == first.fingerprint, (
+                f"pass {number} ({', '.join(map(reruns.describe_unit, units))}):\n"
+                + describe_differences(first.fingerprint, later.fingerprint)
+            )
