@@ -6,8 +6,10 @@ the same ``DAGSTER_HOME``) shows them in its run history and asset catalogue.
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,6 +31,15 @@ telemetry:
 """
 
 
+LAUNCHED_BY_TAG = "meterbook/launched_by"
+# Held by the process running the CLI's runs; the kernel releases it when that process dies.
+RUN_LOCK_FILE = "meterbook-runs.lock"
+
+
+class RunInProgressError(RuntimeError):
+    """Another process is running this instance's billing runs right now."""
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
@@ -46,6 +57,56 @@ def prepare_instance(settings: Settings) -> dg.DagsterInstance:
         config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
+
+
+@contextmanager
+def exclusive_runs(instance: dg.DagsterInstance, settings: Settings) -> Iterator[list[str]]:
+    """Hold the instance's run lock while running; yields the runs found orphaned.
+
+    A run the CLI launched is executed in the launching process, so it ends with that process:
+    a process killed by SIGKILL, the OOM killer or a lost machine leaves its run marked started
+    and its slot in the warehouse pool claimed, and every later run would wait for that slot
+    for ever. Once this lock is ours, no CLI run is alive: each CLI run still marked in progress
+    is marked failed and its pool slots are freed, as Dagster's run monitoring does for runs it
+    launched itself. Its writes are left to the re-run, which is idempotent.
+    """
+    path = settings.dagster_home / RUN_LOCK_FILE
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgressError(
+                f"Another meterbook process is running billing runs on {settings.dagster_home} "
+                f"(it holds {path.name}); wait for it to finish."
+            ) from None
+        yield fail_orphaned_runs(instance)
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark the CLI's runs still in progress failed and free their pool slots; returns their
+    ids. Call only while holding the run lock (``exclusive_runs``)."""
+    orphans = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.CANCELING,
+            ],
+            tags={LAUNCHED_BY_TAG: "cli"},
+        )
+    )
+    for run in orphans:
+        instance.report_run_failed(
+            run,
+            message=(
+                "The process running this run died without finishing it (killed or lost); "
+                "marked failed by the next meterbook run, which bills what it left undone."
+            ),
+        )
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return [run.run_id for run in orphans]
 
 
 def day_chunks(first_day: date, last_day: date, chunk_days: int) -> list[tuple[date, date]]:
@@ -79,8 +140,21 @@ def run_days(
     from orchestration.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def("daily_billing")
+    with exclusive_runs(instance, settings):
+        return _run_chunks(
+            instance, job, day_chunks(first_day, last_day, chunk_days), on_chunk_done, log_level
+        )
+
+
+def _run_chunks(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    chunks: list[tuple[date, date]],
+    on_chunk_done: Callable[[RunOutcome], None] | None,
+    log_level: str,
+) -> list[RunOutcome]:
     outcomes = []
-    for start, end in day_chunks(first_day, last_day, chunk_days):
+    for start, end in chunks:
         if start == end:
             tags = {}
             partition_key: str | None = start.isoformat()
@@ -94,7 +168,7 @@ def run_days(
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             instance=instance,
             partition_key=partition_key,
-            tags={**tags, "meterbook/launched_by": "cli"},
+            tags={**tags, LAUNCHED_BY_TAG: "cli"},
             raise_on_error=False,
         )
         outcome = RunOutcome(
