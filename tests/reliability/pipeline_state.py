@@ -249,7 +249,8 @@ def fingerprint(settings: Settings, stripe: StripeSource) -> PipelineFingerprint
     """Read the state a pipeline run left behind in ``settings``' warehouse and ledger, and on
     the local Stripe ``stripe`` (a running ``LocalStripeServer``, its store, the path of its
     SQLite file, or its URL). Call it between runs: it opens the warehouse read-only."""
-    ledger_url = ledger_url_outside_dagster(settings)
+    # settings' own URL first: the environment may point at another pipeline by now.
+    ledger_url = settings.ledger_url or ledger_url_outside_dagster(settings)
     with Ledger.connect(ledger_url) as ledger:
         report = ledger.verify()
     with psycopg.connect(ledger_url) as conn:
