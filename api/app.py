@@ -7,9 +7,9 @@ from a bounded pool, because the ledger's client (psycopg) is synchronous.
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations, and the
 # role dependencies are defined inside ``create_app``, where string annotations cannot be found.
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from api import store
+from api import store, views
 from api.auth import Principal, Role, principal_of
 from api.config import ApiConfig
 from api.customers import CustomerDirectory
@@ -33,6 +33,7 @@ from api.models import (
     LedgerPage,
     LedgerTransaction,
 )
+from api.snapshot import Snapshot, SnapshotUnavailable, open_snapshot
 from api.writes import (
     IDEMPOTENCY_KEY_PATTERN,
     RequestContext,
@@ -286,6 +287,93 @@ def create_app(config: ApiConfig) -> FastAPI:
                 now=datetime.now(UTC),
             )
         return respond(result)
+
+    @contextmanager
+    def snapshot() -> Iterator[Snapshot]:
+        if config.snapshot_dir is None:
+            raise ApiError(503, "snapshot_unavailable", "No warehouse snapshot is configured.")
+        try:
+            with open_snapshot(config.snapshot_dir) as published:
+                yield published
+        except SnapshotUnavailable as error:
+            raise ApiError(503, "snapshot_unavailable", str(error)) from error
+
+    @app.get(
+        "/customers/{customer_id}",
+        responses=ERRORS,
+        summary="The customer's state: balances, credits, invoices, plan, usage to date",
+    )
+    def customer(
+        customer_id: CustomerId,
+        principal: Reader,
+        period: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+                description="Billing period (YYYY-MM) of the usage figures; default: this month",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        currency = customers.currency_of(customer_id)
+        in_period = date.fromisoformat(f"{period}-01") if period else datetime.now(UTC).date()
+        with pool.connection() as conn:
+            ledger = views.ledger_state(conn, customer_id)
+            subscriptions = views.subscription_state(conn, customer_id)
+        try:
+            with snapshot() as published:
+                warehouse: dict[str, Any] = views.warehouse_state(published, customer_id, in_period)
+        except ApiError as error:
+            warehouse = {"available": False, "message": error.message}
+        body = {
+            "customer_id": customer_id,
+            "currency": currency,
+            "ledger": ledger,
+            "subscriptions": subscriptions,
+            "warehouse": warehouse,
+            "not_built": views.NOT_BUILT,
+        }
+        return JSONResponse(views.jsonable(body))
+
+    @app.get(
+        "/explain",
+        responses=ERRORS | {503: {"model": ErrorBody, "description": "No snapshot yet"}},
+        summary="Trace a billed amount back to raw events, or a raw event forward",
+    )
+    def explain(
+        principal: Reader,
+        customer: Annotated[str | None, Query(pattern=CUSTOMER_ID_PATTERN)] = None,
+        metric: Annotated[str | None, Query(max_length=100)] = None,
+        day: Annotated[date | None, Query()] = None,
+        event_id: Annotated[str | None, Query(max_length=255)] = None,
+    ) -> JSONResponse:
+        if event_id is not None:
+            with snapshot() as published:
+                return JSONResponse(views.jsonable(views.explain_event(published, event_id)))
+        if customer is None or metric is None or day is None:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "Give customer, metric and day (a billed amount), or event_id (a raw event).",
+            )
+        customers.currency_of(customer)
+        with pool.connection() as conn, snapshot() as published:
+            body = views.explain_slot(
+                conn, published, customer_id=customer, meter_id=metric, day=day
+            )
+        return JSONResponse(views.jsonable(body))
+
+    @app.get(
+        "/anomalies",
+        responses=ERRORS | {503: {"model": ErrorBody, "description": "No snapshot yet"}},
+        summary="Anomaly and reconciliation findings, newest first",
+    )
+    def anomalies(
+        principal: Reader,
+        since: Annotated[date | None, Query(description="Findings of this day or later")] = None,
+        limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    ) -> JSONResponse:
+        with snapshot() as published:
+            return JSONResponse(views.jsonable(views.anomalies(published, since, limit)))
 
     if config.stripe_webhook_secret:
         from stripe_sync.webhooks import create_webhook_app

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.auth import TOKEN_NAME_PATTERN, Role, new_token, token_entry
+from api.auth import TOKEN_NAME_PATTERN, Role, new_token, parse_tokens, token_entry
+
+if TYPE_CHECKING:
+    from orchestration.settings import Settings
 
 api_app = typer.Typer(help="The billing API's tokens.", no_args_is_help=True)
 
@@ -18,20 +22,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
 ) -> None:
     """Serve the billing API (OpenAPI at /docs); tokens from METERBOOK_API_TOKENS."""
-    import uvicorn
-
-    from api.app import create_app
-    from api.config import config_from_env
-    from orchestration.resources import ledger_url_outside_dagster
-    from orchestration.settings import get_settings
-
-    settings = get_settings()
+    # Checked before anything slow is imported: a misconfigured server fails at once.
     try:
-        config = config_from_env(settings, ledger_url_outside_dagster(settings))
+        principals = parse_tokens(os.environ.get("METERBOOK_API_TOKENS", ""))
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
-    if not config.principals:
+    if not principals:
         typer.echo(
             "Set METERBOOK_API_TOKENS (name:role:sha256 entries); make a token with "
             "`meterbook api token --name NAME --role viewer`. Without tokens nobody could call "
@@ -39,6 +36,18 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    import uvicorn
+
+    from api.app import create_app
+    from api.config import config_from_env
+    from orchestration.settings import get_settings
+
+    settings = get_settings()
+    try:
+        config = config_from_env(settings, _ledger_url(settings))
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
@@ -46,6 +55,18 @@ def serve(
     typer.echo(f"Meterbook API on http://{host}:{bound} (OpenAPI: http://{host}:{bound}/docs)")
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="info"))
     server.run(sockets=[listener])
+
+
+def _ledger_url(settings: Settings) -> str:
+    """As the pipeline resolves it (``METERBOOK_LEDGER_URL``, else the embedded server), without
+    importing Dagster, which takes seconds."""
+    from ledger.embedded import embedded_ledger_url
+
+    url = os.environ.get("METERBOOK_LEDGER_URL")
+    if url:
+        return url
+    settings.ledger_data_dir.parent.mkdir(parents=True, exist_ok=True)
+    return embedded_ledger_url(settings.ledger_data_dir)
 
 
 @api_app.command("token")
@@ -60,3 +81,69 @@ def token(
     secret = new_token()
     typer.echo(f"token: {secret}")
     typer.echo(f"METERBOOK_API_TOKENS entry: {token_entry(name, role, secret)}")
+
+
+def explain(
+    customer: Annotated[
+        str | None, typer.Option(help="Customer id (with --metric, --day).")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="Price-book meter id.")] = None,
+    day: Annotated[str | None, typer.Option(help="Usage day, e.g. 2026-10-01.")] = None,
+    event_id: Annotated[str | None, typer.Option(help="A raw event id, traced forward.")] = None,
+) -> None:
+    """Trace a billed amount back to its raw events (--customer --metric --day), or a raw event
+    forward (--event-id): the same answer as GET /explain, as JSON."""
+    import json
+    from datetime import date
+
+    import psycopg
+
+    from api import views
+    from api.errors import ApiError
+    from api.snapshot import SnapshotUnavailable, open_snapshot
+    from orchestration.settings import get_settings
+
+    settings = get_settings()
+    snapshot_dir = settings.data_dir / "api_snapshot"
+    try:
+        with open_snapshot(snapshot_dir) as snapshot:
+            if event_id is not None:
+                body = views.explain_event(snapshot, event_id)
+            elif customer and metric and day:
+                with psycopg.connect(_ledger_url(settings), autocommit=True) as conn:
+                    body = views.explain_slot(
+                        conn,
+                        snapshot,
+                        customer_id=customer,
+                        meter_id=metric,
+                        day=date.fromisoformat(day),
+                    )
+            else:
+                raise typer.BadParameter("Give --customer, --metric and --day, or --event-id.")
+    except (ApiError, SnapshotUnavailable, ValueError) as error:
+        typer.echo(getattr(error, "message", str(error)), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(views.jsonable(body), indent=2))
+
+
+@api_app.command("publish")
+def publish() -> None:
+    """Publish the warehouse snapshot the API reads. Run it when no pipeline run is writing
+    (it opens the warehouse for the copy); a run's own last step is the better place."""
+    import duckdb
+
+    from api.snapshot import publish_snapshot
+    from orchestration.settings import get_settings
+
+    settings = get_settings()
+    with duckdb.connect(str(settings.warehouse_path)) as conn:
+        published = publish_snapshot(conn, settings.data_dir / "api_snapshot")
+    typer.echo(
+        f"Published {published.path} at {published.published_at.isoformat()}: "
+        + ", ".join(f"{name} {rows:,}" for name, rows in published.rows.items())
+        + (
+            f"; not in the warehouse yet: {', '.join(published.missing)}"
+            if published.missing
+            else ""
+        )
+    )

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli import api_app, serve
+from api.cli import api_app, explain, serve
 from orchestration.settings import DBT_PROJECT_DIR, LOCAL_STRIPE_PORT, Settings, get_settings
 
 # Dagster flags the beta/preview features we rely on (single-run backfills, partitioned
@@ -35,6 +35,7 @@ stripe_app = typer.Typer(help="Inspect what was sent to Stripe.", no_args_is_hel
 app.add_typer(stripe_app, name="stripe")
 app.add_typer(api_app, name="api")  # the billing API: api/cli.py
 app.command("serve")(serve)
+app.command("explain")(explain)
 
 DEMO_CUSTOMERS = 25
 DEMO_EVENTS_PER_DAY = 20_000

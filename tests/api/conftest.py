@@ -123,7 +123,7 @@ def start_api(ledger_url: str, tmp_path: Path) -> Iterator[Callable[..., ApiServ
     customers_csv = write_customers(tmp_path / "raw" / "stripe" / "customers.csv", CUSTOMERS)
 
     def start(**overrides: Any) -> ApiServer:
-        config = api_config(ledger_url, customers_csv, **overrides)
+        config = api_config(ledger_url, overrides.pop("customers_csv", customers_csv), **overrides)
         server = RunningServer(config).__enter__()
         running.append(server)
         return ApiServer(

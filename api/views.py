@@ -1,0 +1,399 @@
+"""The API's reads that combine the ledger (PostgreSQL, live) with the warehouse (the published
+snapshot, as fresh as the last run): a customer's state, explain, anomalies. Every figure comes
+with the time it is as of."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from api import store
+from api.errors import ApiError
+from api.snapshot import Snapshot
+from ledger.model import normalised
+from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
+
+MAX_EXPLAINED_EVENTS = 10_000
+NOT_BUILT = {
+    "allowance": "Allowances are part of rating (plans, allowances, credit consumption), not "
+    "built yet.",
+    "spend_cap": "Spend caps and entitlements are not built yet.",
+    "entitlement": "Spend caps and entitlements are not built yet.",
+}
+
+
+def _period_of(day: date) -> tuple[date, date]:
+    start = day.replace(day=1)
+    end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return start, end
+
+
+# --- a customer's state -----------------------------------------------------------------------
+
+
+def ledger_state(conn: psycopg.Connection, customer_id: str) -> dict[str, Any]:
+    """Balances, credit per grant and open invoices from the ledger, in one snapshot."""
+    prefix = f"customer:{customer_id}:"
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read, read only")
+        as_of = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+        balances = conn.execute(
+            "select substr(e.account, length(%s) + 1), e.currency, sum(e.amount_minor) "
+            "from ledger.entries e where e.account in "
+            "(select name from ledger.accounts where starts_with(name, %s)) "
+            "group by 1, 2 order by 1, 2",
+            [prefix, prefix],
+        ).fetchall()
+        per_grant = conn.execute(
+            "select t.cause_id, -sum(e.amount_minor) from ledger.transactions t "
+            "join ledger.entries e on e.transaction_id = t.id "
+            "where t.cause_type = 'credit_grant' and e.account in (%s, %s) group by 1",
+            [prefix + "prepaid_credit", prefix + "promotional_credit"],
+        ).fetchall()
+        invoices = conn.execute(
+            """
+            select invoice_id, sum(e.amount_minor) filter (where t.kind = 'invoice_finalised'),
+                sum(e.amount_minor), max(t.effective_at)
+            from ledger.entries e
+            join ledger.transactions t on t.id = e.transaction_id
+            cross join lateral (select case
+                when t.kind in ('invoice_finalised', 'write_off') then t.cause_id
+                when t.kind = 'payment' then t.metadata->>'invoice_id'
+                when t.kind = 'reversal' and starts_with(t.cause_id, 'write_off:')
+                    then substr(t.cause_id, 11)
+            end as invoice_id) i
+            where e.account = %s and i.invoice_id is not null
+            group by invoice_id
+            having sum(e.amount_minor) <> 0
+            order by invoice_id
+            """,
+            [prefix + "receivable"],
+        ).fetchall()
+        dunning = dict(
+            (row[0], (row[1], row[2]))
+            for row in conn.execute(
+                "select distinct on (invoice_id) invoice_id, state, occurred_at "
+                "from ledger.dunning_events where customer_id = %s "
+                "order by invoice_id, occurred_at desc, attempt desc",
+                [customer_id],
+            ).fetchall()
+        )
+        grants = store.customer_grants(conn, customer_id)
+    remaining = {grant_id: Decimal(amount) for grant_id, amount in per_grant}
+    return {
+        "as_of": as_of,
+        "balances": [
+            {"account": purpose, "currency": currency, "amount_minor": Decimal(amount)}
+            for purpose, currency, amount in balances
+        ],
+        "credits": [
+            {
+                "grant_id": grant["grant_id"],
+                "kind": grant["kind"],
+                "status": grant["status"],
+                "granted_minor": grant["amount_minor"],
+                "remaining_minor": remaining.get(grant["grant_id"], Decimal(0)),
+                "currency": grant["currency"],
+                "expires_at": grant["expires_at"],
+                "priority": grant["priority"],
+                "metrics": grant["metrics"],
+            }
+            for grant in grants
+        ],
+        "open_invoices": [
+            {
+                "invoice_id": invoice_id,
+                "invoiced_minor": Decimal(invoiced or 0),
+                "open_minor": Decimal(open_amount),
+                "last_posted_effective_at": last_at,
+                "dunning_state": dunning.get(invoice_id, (None, None))[0],
+                "dunning_state_at": dunning.get(invoice_id, (None, None))[1],
+            }
+            for invoice_id, invoiced, open_amount, last_at in invoices
+        ],
+    }
+
+
+def subscription_state(conn: psycopg.Connection, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's subscriptions as Stripe's webhooks last said (empty without webhooks)."""
+    exists = conn.execute("select to_regclass('stripe_sync.subscriptions')").fetchone()
+    if not exists or exists[0] is None:
+        return []
+    rows = conn.execute(
+        "select subscription_id, status, plan_id, current_period_start, current_period_end, "
+        "as_of_event, as_of_created from stripe_sync.subscriptions where customer_id = %s "
+        "order by subscription_id",
+        [customer_id],
+    ).fetchall()
+    return [
+        {
+            "subscription_id": row[0],
+            "status": row[1],
+            "plan_id": row[2],
+            "current_period_start": _from_unix(row[3]),
+            "current_period_end": _from_unix(row[4]),
+            "as_of_event": row[5],
+            "as_of": _from_unix(row[6]),
+        }
+        for row in rows
+    ]
+
+
+def _from_unix(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(int(value), UTC)
+
+
+def warehouse_state(snapshot: Snapshot, customer_id: str, today: date) -> dict[str, Any]:
+    """The plan in force and this period's usage per meter, from the published snapshot."""
+    start, end = _period_of(today)
+    plan = None
+    if snapshot.has("customer_plan_days"):
+        plans = snapshot.rows(
+            "select plan_id, subscription_id, valid_from_date, valid_to_date "
+            "from customer_plan_days where customer_id = ? order by valid_from_date desc limit 1",
+            [customer_id],
+        )
+        plan = plans[0] if plans else None
+    usage: list[dict[str, Any]] = []
+    if snapshot.has("billable_usage_daily"):
+        usage = snapshot.rows(
+            "select meter_id, currency, sum(quantity_units) as quantity_units, "
+            "sum(amount_minor_exact) as amount_minor_exact, max(usage_date) as last_usage_date "
+            "from billable_usage_daily where customer_id = ? and usage_date >= ? "
+            "and usage_date < ? group by meter_id, currency order by meter_id",
+            [customer_id, start, end],
+        )
+    return {
+        "as_of": snapshot.published_at,
+        "plan": plan,
+        "current_period": {"start_date": start, "end_date": end},
+        "usage_to_date": usage,
+    }
+
+
+# --- explain ----------------------------------------------------------------------------------
+
+
+def explain_slot(
+    conn: psycopg.Connection, snapshot: Snapshot, *, customer_id: str, meter_id: str, day: date
+) -> dict[str, Any]:
+    """From the money back to the raw lines: ledger → invoice line → rating → daily aggregate
+    → the accepted events (and the duplicates that were not billed again)."""
+    meters = snapshot.rows("select * from meters where meter_id = ?", [meter_id])
+    if not meters:
+        raise ApiError(404, "unknown_metric", f"{meter_id!r} is not a meter of the price book.")
+    meter = meters[0]
+    rating = snapshot.rows(
+        "select plan_id, subscription_id, quantity_units, unit_price_minor, amount_minor_exact, "
+        "currency, is_priced, billing_period_start_date from billable_usage_daily "
+        "where customer_id = ? and meter_id = ? and usage_date = ?",
+        [customer_id, meter_id, day],
+    )
+    start, _ = _period_of(day)
+    invoice_line = snapshot.rows(
+        "select billing_period_start_date, billing_period_end_date, quantity_units, "
+        "amount_minor_exact, amount_minor, rounding_minor, billed_days, currency "
+        "from invoice_lines where customer_id = ? and meter_id = ? "
+        "and billing_period_start_date = ?",
+        [customer_id, meter_id, start],
+    )
+    aggregate = snapshot.rows(
+        "select event_count, input_tokens, output_tokens, cache_read_tokens from usage_daily "
+        "where customer_id = ? and usage_date = ? and model = ? and event_type = ?",
+        [customer_id, day, meter["model"], meter["event_type"]],
+    )
+    quantity = "1" if meter["aggregation"] == "count" else meter["quantity_property"]
+    if quantity not in ("1", "input_tokens", "output_tokens", "cache_read_tokens"):
+        raise ApiError(500, "unknown_meter_quantity", f"Meter {meter_id} has no known quantity.")
+    event_filter = (
+        "from usage_event_lines where customer_id = ? and usage_date = ? and model = ? "
+        "and event_type = ?"
+    )
+    parameters = [customer_id, day, meter["model"], meter["event_type"]]
+    events = snapshot.rows(
+        f"select event_id, {quantity} as quantity_units, occurred_at, source_file, line_number, "
+        f"arrival_date {event_filter} and status = 'accepted' order by occurred_at, event_id "
+        f"limit {MAX_EXPLAINED_EVENTS + 1}",
+        parameters,
+    )
+    totals = snapshot.rows(
+        f"select count(*) filter (where status = 'accepted') as accepted_events, "
+        f"coalesce(sum({quantity}) filter (where status = 'accepted'), 0) as quantity_units, "
+        f"count(*) filter (where status = 'duplicate') as duplicate_lines "
+        f"{event_filter}",
+        parameters,
+    )[0]
+    billed_quantity = rating[0]["quantity_units"] if rating else None
+    return {
+        "customer_id": customer_id,
+        "metric": meter_id,
+        "day": day,
+        "warehouse_as_of": snapshot.published_at,
+        "ledger": ledger_of_slot(conn, slot_id(customer_id, meter_id, day)),
+        "invoice_line": invoice_line[0] if invoice_line else None,
+        "rating": (rating[0] | {"tier": None, "allowance": None, "credits": None})
+        if rating
+        else None,
+        "rating_not_built": "Tiers, allowances and credit consumption are part of rating, not "
+        "built yet: the amount is quantity × unit price.",
+        "meter": {
+            "aggregation": meter["aggregation"],
+            "quantity_property": meter["quantity_property"],
+            "model": meter["model"],
+            "event_type": meter["event_type"],
+        },
+        "daily_aggregate": aggregate[0] if aggregate else None,
+        "events": {
+            "accepted": int(totals["accepted_events"]),
+            "quantity_units": int(totals["quantity_units"]),
+            "matches_billed_quantity": billed_quantity is not None
+            and int(totals["quantity_units"]) == int(billed_quantity),
+            "duplicate_lines_not_billed": int(totals["duplicate_lines"]),
+            "truncated": len(events) > MAX_EXPLAINED_EVENTS,
+            "items": events[:MAX_EXPLAINED_EVENTS],
+        },
+    }
+
+
+def ledger_of_slot(conn: psycopg.Connection, slot: str) -> dict[str, Any]:
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read, read only")
+        as_of = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+        rows = conn.execute(
+            "select t.transaction_key, t.effective_at, t.posted_at, e.account, e.amount_minor, "
+            "e.currency from ledger.transactions t "
+            "join ledger.entries e on e.transaction_id = t.id "
+            "where t.kind = %s and t.cause_id = %s order by t.id, e.id",
+            [USAGE_ACCRUAL_KIND, slot],
+        ).fetchall()
+    transactions: dict[str, dict[str, Any]] = {}
+    total = Decimal(0)
+    for key, effective_at, posted_at, account, amount, currency in rows:
+        transaction = transactions.setdefault(
+            key,
+            {
+                "transaction_key": key,
+                "effective_at": effective_at,
+                "posted_at": posted_at,
+                "entries": [],
+            },
+        )
+        transaction["entries"].append(
+            {"account": account, "amount_minor": Decimal(amount), "currency": currency}
+        )
+        if account.endswith(":unbilled_receivable"):
+            total += Decimal(amount)
+    return {
+        "as_of": as_of,
+        "slot": slot,
+        "accrued_minor": total,
+        "revisions": list(transactions.values()),
+    }
+
+
+def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
+    """From a raw event forward: each line that carried it, and what became of it."""
+    lines = snapshot.rows(
+        "select source_file, line_number, arrival_date, status, customer_id, usage_date, model, "
+        "event_type from usage_event_lines where event_id = ? "
+        "order by received_at, source_file, line_number",
+        [event_id],
+    )
+    quarantined = snapshot.rows(
+        "select source_file, line_number, arrival_date, reason from quarantined_usage_lines "
+        "where event_id = ? and reason <> 'conflicting_duplicate' "
+        "order by arrival_date, source_file, line_number",
+        [event_id],
+    )
+    accepted = next((line for line in lines if line["status"] == "accepted"), None)
+    outcomes: list[dict[str, Any]] = []
+    for line in lines:
+        outcome = {key: line[key] for key in ("source_file", "line_number", "arrival_date")}
+        if line["status"] == "accepted":
+            meters = snapshot.rows(
+                "select meter_id from meters where model = ? and event_type = ? order by 1",
+                [line["model"], line["event_type"]],
+            )
+            outcome |= {
+                "outcome": "billed",
+                "customer_id": line["customer_id"],
+                "usage_date": line["usage_date"],
+                "slots": [
+                    {
+                        "metric": meter["meter_id"],
+                        "ledger_slot": slot_id(
+                            line["customer_id"], meter["meter_id"], line["usage_date"]
+                        ),
+                    }
+                    for meter in meters
+                ],
+            }
+        elif line["status"] == "duplicate":
+            outcome |= {"outcome": "duplicate", "reason": "the same event arrived before"}
+            if accepted:
+                outcome["duplicate_of"] = {
+                    "source_file": accepted["source_file"],
+                    "line_number": accepted["line_number"],
+                }
+        else:
+            outcome |= {
+                "outcome": "quarantined",
+                "reason": "conflicting_duplicate",
+                "detail": "the same event_id arrived earlier with other content; never billed",
+            }
+        outcomes.append(outcome)
+    for line in quarantined:
+        outcomes.append(line | {"outcome": "quarantined"})
+    if not outcomes:
+        raise ApiError(
+            404, "unknown_event", f"No raw line with event_id {event_id!r} has been ingested."
+        )
+    return {"event_id": event_id, "warehouse_as_of": snapshot.published_at, "lines": outcomes}
+
+
+# --- anomalies --------------------------------------------------------------------------------
+
+
+def anomalies(snapshot: Snapshot, since: date | None, limit: int) -> dict[str, Any]:
+    findings: list[dict[str, Any]] = []
+    if snapshot.has("anomaly_findings"):
+        findings = snapshot.rows(
+            "select finding_day, kind, customer_id, meter_id, observed, expected, threshold, "
+            "message, detected_at from anomaly_findings "
+            "where cast(? as date) is null or finding_day >= cast(? as date) "
+            "order by detected_at desc, finding_day desc, kind limit ?",
+            [since, since, limit],
+        )
+    discrepancies: list[dict[str, Any]] = []
+    if snapshot.has("reconciliation_discrepancies"):
+        # Per invoice charge (customer, period, meter): since = periods that end after it.
+        discrepancies = snapshot.rows(
+            "select * from reconciliation_discrepancies where cast(? as date) is null "
+            "or billing_period_start_date > cast(? as date) - interval 1 month "
+            "order by billing_period_start_date desc, customer_id, meter_id limit ?",
+            [since, since, limit],
+        )
+    return {
+        "as_of": snapshot.published_at,
+        "anomalies": findings,
+        "reconciliation_discrepancies": discrepancies,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """Decimals as strings (never floats), times in ISO 8601 (the warehouse's naive timestamps
+    are UTC), recursively."""
+    if isinstance(value, Decimal):
+        return normalised(value)
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    return value

@@ -1,0 +1,74 @@
+"""The published warehouse snapshot: atomic publication, pruning, and the reads that need it
+(GET /anomalies; GET /customers/{id} without one), on a small warehouse written here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from api.snapshot import CURRENT, KEEP_SNAPSHOTS, open_snapshot, publish_snapshot
+from orchestration.quality.anomalies import FINDINGS_SCHEMA_SQL
+from tests.api.conftest import ApiServer
+
+
+def small_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(str(path))
+    conn.execute(FINDINGS_SCHEMA_SQL)
+    conn.execute(
+        "insert into quality.anomaly_findings values "
+        "('2026-10-01', 'usage_spike', 'cus_alpha', 'm1', '10', '1', '5', 'older', "
+        "'2026-10-02 01:00:00+00'), "
+        "('2026-10-03', 'usage_spike', 'cus_alpha', 'm1', '12', '1', '5', 'newer', "
+        "'2026-10-04 01:00:00+00')"
+    )
+    conn.execute(
+        "create table reconciliation_discrepancies as select 'cus_alpha' as customer_id, "
+        "date '2026-10-01' as billing_period_start_date, 'm1' as meter_id, "
+        "cast(1.5 as decimal(38, 12)) as stripe_difference_minor"
+    )
+    return conn
+
+
+def test_publication_is_atomic_and_old_snapshots_are_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "snapshots"
+    with small_warehouse(tmp_path / "w.duckdb") as conn:
+        published = [publish_snapshot(conn, root) for _ in range(KEEP_SNAPSHOTS + 2)]
+    assert (root / CURRENT).read_text() == published[-1].path.name
+    kept = sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert kept == [p.path.name for p in published[-KEEP_SNAPSHOTS:]]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no partial leftovers
+    assert published[-1].rows == {"anomaly_findings": 2, "reconciliation_discrepancies": 1}
+    assert "billable_usage_daily" in published[-1].missing
+    with open_snapshot(root) as snapshot:
+        assert snapshot.published_at == published[-1].published_at
+
+
+def test_anomalies_newest_first_and_reads_without_a_snapshot(
+    tmp_path: Path, start_api: Callable[..., ApiServer]
+) -> None:
+    root = tmp_path / "snapshots"
+    api = start_api(snapshot_dir=root)
+    with api.client("viewer") as client:
+        unavailable = client.get("/anomalies")
+        assert (unavailable.status_code, unavailable.json()["error"]["code"]) == (
+            503,
+            "snapshot_unavailable",
+        )
+        state = client.get("/customers/cus_alpha")
+        assert state.status_code == 200
+        assert state.json()["warehouse"]["available"] is False
+        assert state.json()["ledger"]["balances"] == []
+        with small_warehouse(tmp_path / "w.duckdb") as conn:
+            publish_snapshot(conn, root)
+        every = client.get("/anomalies").json()
+        assert [f["message"] for f in every["anomalies"]] == ["newer", "older"]
+        assert every["reconciliation_discrepancies"][0]["stripe_difference_minor"] == "1.5"
+        assert every["as_of"]
+        recent = client.get("/anomalies", params={"since": "2026-10-02"}).json()
+        assert [f["message"] for f in recent["anomalies"]] == ["newer"]
+        later = client.get("/anomalies", params={"since": "2026-12-01"}).json()
+        assert later["anomalies"] == later["reconciliation_discrepancies"] == []
+        bad = client.get("/anomalies", params={"since": "yesterday"})
+        assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
