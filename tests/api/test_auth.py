@@ -122,3 +122,14 @@ def test_token_entries_round_trip_and_malformed_entries_are_refused() -> None:
     ):
         with pytest.raises(ValueError, match="METERBOOK_API_TOKENS"):
             parse_tokens(bad)
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_shape(api: ApiServer) -> None:
+    with api.client("viewer") as client:
+        missing = client.get("/nothing/here")
+        wrong_method = client.delete("/customers/cus_alpha/ledger")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert (wrong_method.status_code, wrong_method.json()["error"]["code"]) == (
+        405,
+        "method_not_allowed",
+    )

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,3 +76,54 @@ def test_anomalies_newest_first_and_reads_without_a_snapshot(
         assert later["anomalies"] == later["reconciliation_discrepancies"] == []
         bad = client.get("/anomalies", params={"since": "yesterday"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_meterbook_explain_traces_an_event_from_the_snapshot(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("create schema ingest")
+        conn.execute(
+            "create table ingest.usage_event_lines as select 'evt_1' as event_id, "
+            "'cus_alpha' as customer_id, 'model_call' as event_type, 'nimbus-small' as model, "
+            "date '2026-10-01' as usage_date, timestamp '2026-10-01 10:00' as occurred_at, "
+            "timestamp '2026-10-01 10:00:01' as received_at, date '2026-10-01' as arrival_date, "
+            "'hour=10/a.ndjson.gz' as source_file, 1 as line_number, 5 as input_tokens, "
+            "1 as output_tokens, 0 as cache_read_tokens, 'h' as content_hash, "
+            "'accepted' as status"
+        )
+        conn.execute(
+            "create table ingest.invalid_usage_lines as select 'hour=10/a.ndjson.gz' as "
+            "source_file, 2 as line_number, date '2026-10-01' as arrival_date, 'evt_2' as "
+            "event_id, 'unknown_customer' as reason"
+        )
+        conn.execute(
+            "create view ingest.quarantined_usage_lines as select * from ingest.invalid_usage_lines"
+        )
+        conn.execute(
+            "create table price_book_meters as select 'nimbus_small__requests' as meter_id, "
+            "'model_call' as event_type, 'nimbus-small' as model, 'count' as aggregation"
+        )
+        publish_snapshot(conn, data_dir / "api_snapshot")
+    env = os.environ | {"METERBOOK_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-c", "from orchestration.cli import app; app()", "explain"]
+    billed = subprocess.run(
+        [*command, "--event-id", "evt_1"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert billed.returncode == 0, billed.stderr
+    line = json.loads(billed.stdout)["lines"][0]
+    assert line["outcome"] == "billed"
+    assert line["slots"] == [
+        {
+            "metric": "nimbus_small__requests",
+            "ledger_slot": "cus_alpha:nimbus_small__requests:2026-10-01",
+        }
+    ]
+    quarantined = subprocess.run(
+        [*command, "--event-id", "evt_2"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(quarantined.stdout)["lines"][0]["reason"] == "unknown_customer"
+    unknown = subprocess.run(
+        [*command, "--event-id", "evt_9"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 1
+    assert "evt_9" in unknown.stderr
