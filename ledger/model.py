@@ -217,12 +217,19 @@ class Transaction:
         """
         cached = self.__dict__.get("_content_hash")
         if cached is None:
-            cached = self._compute_content_hash()
+            cached, metadata_json = self._compute_content_hash()
             object.__setattr__(self, "_content_hash", cached)
+            object.__setattr__(self, "_metadata_json", metadata_json)
         return cached
 
-    def _compute_content_hash(self) -> str:
-        return content_hash_of(
+    def metadata_json(self) -> str:
+        """The metadata as the JSON text the content hash covers (sorted keys, ASCII): what the
+        ledger stores, rendered once with the hash."""
+        self.content_hash()
+        return self.__dict__["_metadata_json"]
+
+    def _compute_content_hash(self) -> tuple[str, str]:
+        return _content_hash_and_metadata_json(
             key=self.key,
             kind=self.kind,
             cause_type=self.cause_type,
@@ -270,25 +277,82 @@ def content_hash_of(
     amount (1.50 vs 1.5) nor the time zone of ``effective_at`` changes the hash. ``reverses``
     is hashed only when set, so hashes of transactions posted before reversals existed stay.
     """
-    # json.dumps(content, sort_keys=True, separators=(",", ":")) of the dict
-    # {key, kind, cause_type, cause_id, effective_at, metadata, entries[, reverses]}, written out
-    # by hand because it is on the posting path (tests pin the two spellings to each other).
+    content_hash, _ = _content_hash_and_metadata_json(
+        key=key,
+        kind=kind,
+        cause_type=cause_type,
+        cause_id=cause_id,
+        effective_at=effective_at,
+        metadata=metadata,
+        entries=entries,
+        reverses=reverses,
+    )
+    return content_hash
+
+
+def _content_hash_and_metadata_json(
+    *,
+    key: str,
+    kind: str,
+    cause_type: str,
+    cause_id: str,
+    effective_at: datetime,
+    metadata: Mapping[str, str],
+    entries: Iterable[tuple[str, Decimal, str]],
+    reverses: str | None,
+) -> tuple[str, str]:
+    """The content hash, and the metadata's part of the hashed text (valid JSON on its own).
+
+    The text is json.dumps(content, sort_keys=True, separators=(",", ":")) of the dict
+    {key, kind, cause_type, cause_id, effective_at, metadata, entries[, reverses]}, written out
+    by hand because it is on the posting path (a test pins the two spellings to each other).
+    """
     quote = encode_basestring_ascii
     rendered_entries = ",".join(
-        f"[{quote(account)},{quote(amount)},{quote(currency)}]"
-        for account, amount, currency in sorted(
-            (account, normalised(amount), currency) for account, amount, currency in entries
-        )
+        [
+            f"[{quote(account)},{quote(amount)},{quote(currency)}]"
+            for account, amount, currency in sorted(
+                [(account, _amount_text(amount), currency) for account, amount, currency in entries]
+            )
+        ]
     )
-    rendered_metadata = ",".join(
-        f"{quote(name)}:{quote(value)}" for name, value in sorted(metadata.items())
+    metadata_json = (
+        "{"
+        + ",".join([f"{quote(name)}:{quote(metadata[name])}" for name in sorted(metadata)])
+        + "}"
     )
     text = (
         f'{{"cause_id":{quote(cause_id)},"cause_type":{quote(cause_type)},'
-        f'"effective_at":{quote(effective_at.astimezone(UTC).isoformat())},'
+        f'"effective_at":{_instant_text(effective_at)},'
         f'"entries":[{rendered_entries}],"key":{quote(key)},"kind":{quote(kind)},'
-        f'"metadata":{{{rendered_metadata}}}'
+        f'"metadata":{metadata_json}'
         + (f',"reverses":{quote(reverses)}}}' if reverses is not None else "}")
     )
-    encoded = text.encode()
-    return hashlib.sha256(encoded).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest(), metadata_json
+
+
+def _amount_text(amount: Decimal) -> str:
+    """``normalised(amount)``, without its arithmetic for amounts Decimal already writes
+    without an exponent (nearly all): trailing zeros of the fraction dropped, no minus zero."""
+    text = str(amount)
+    if "E" in text:
+        return normalised(amount)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+# Batches share a few instants (one per usage date): render each once.
+MAX_INSTANTS_CACHED = 4096
+_instant_texts: dict[datetime, str] = {}
+
+
+def _instant_text(instant: datetime) -> str:
+    """The instant in UTC, ISO 8601, as a JSON string."""
+    text = _instant_texts.get(instant)
+    if text is None:
+        text = encode_basestring_ascii(instant.astimezone(UTC).isoformat())
+        if len(_instant_texts) >= MAX_INSTANTS_CACHED:
+            _instant_texts.clear()
+        _instant_texts[instant] = text
+    return text

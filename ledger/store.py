@@ -601,7 +601,7 @@ def _copy_transactions(cursor: psycopg.Cursor, new: Sequence[Transaction]) -> di
                         t.cause_id,
                         t.effective_at,
                         t.content_hash(),
-                        json.dumps(dict(t.metadata), sort_keys=True) if t.metadata else "{}",
+                        t.metadata_json(),
                         links[t.reverses] if t.reverses else None,
                     )
                 )

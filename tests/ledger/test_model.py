@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import Account, Entry, LedgerValidationError, Transaction
-from ledger.model import decimal_places, simplest
+from ledger.model import (
+    MAX_DECIMAL_PLACES,
+    _amount_text,
+    decimal_places,
+    normalised,
+    simplest,
+)
 from tests.ledger.helpers import WHEN, transfer
 
 
@@ -154,3 +164,78 @@ def test_records_are_frozen_hashable_and_picklable() -> None:
         transaction.key = "u"  # type: ignore[misc]
     assert hash(transaction) == hash(transfer("t", "a", "b", "1"))
     assert pickle.loads(pickle.dumps(transaction)) == transaction
+
+
+# Any text a key, name or metadata value may hold: quotes, backslashes, controls, non-ASCII.
+names = st.text(min_size=1, max_size=20)
+ledger_amounts = st.decimals(
+    min_value=-(10**25), max_value=10**25, places=MAX_DECIMAL_PLACES, allow_nan=False
+)
+
+
+@given(
+    key=names,
+    kind=names,
+    cause_id=names,
+    account=names,
+    amount=ledger_amounts,
+    metadata=st.dictionaries(names, st.text(max_size=20), max_size=4),
+    offset_minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
+    reverses=st.none() | names,
+)
+def test_content_hash_is_sha256_of_sorted_compact_json(
+    key: str,
+    kind: str,
+    cause_id: str,
+    account: str,
+    amount: Decimal,
+    metadata: dict[str, str],
+    offset_minutes: int,
+    reverses: str | None,
+) -> None:
+    """The hand-written canonical text is exactly json.dumps(sort_keys, compact) of the content,
+    and the stored metadata text is its metadata part."""
+    if reverses == key:
+        reverses = None
+    effective_at = datetime(2026, 10, 1, 12, 30, 15, 250, tzinfo=UTC).astimezone(
+        timezone(timedelta(minutes=offset_minutes))
+    )
+    transaction = make(
+        (Entry(account, amount, "usd"), Entry("other", amount.copy_negate(), "usd")),
+        key=key,
+        kind=kind,
+        cause_id=cause_id,
+        effective_at=effective_at,
+        metadata=metadata,
+        reverses=reverses,
+    )
+    content: dict[str, object] = {
+        "key": key,
+        "kind": kind,
+        "cause_type": "c",
+        "cause_id": cause_id,
+        "effective_at": effective_at.astimezone(UTC).isoformat(),
+        "metadata": metadata,
+        "entries": sorted(
+            [
+                [account, normalised(amount), "usd"],
+                ["other", normalised(amount.copy_negate()), "usd"],
+            ]
+        ),
+    }
+    if reverses is not None:
+        content["reverses"] = reverses
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    assert transaction.content_hash() == hashlib.sha256(text.encode()).hexdigest()
+    assert transaction.metadata_json() == json.dumps(
+        metadata, sort_keys=True, separators=(",", ":")
+    )
+    assert json.loads(transaction.metadata_json()) == metadata
+
+
+@pytest.mark.parametrize(
+    "amount", ["0", "-0", "0.000", "-0E-12", "1E+3", "1.500", "-2.50", "1E-12", "120", "1E+25"]
+)
+def test_amounts_hash_as_their_normalised_text(amount: str) -> None:
+    """The hashing path's shortcut spells every amount as normalised() does, exponents too."""
+    assert _amount_text(Decimal(amount)) == normalised(Decimal(amount))
