@@ -122,3 +122,34 @@ def test_a_guarded_account_is_checked_by_the_database(
         insert_raw_entry(raw, transaction_id, "wallet", "-1")
         insert_raw_entry(raw, transaction_id, "shop", "1")
     assert book.verify().ok
+
+
+def test_entries_added_after_an_early_check_are_checked_again(raw: psycopg.Connection) -> None:
+    """Checking constraints early does not open a window: later entries are checked too."""
+    with pytest.raises(errors.CheckViolation, match="does not balance"), raw.transaction():
+        transaction_id = insert_raw_transaction(raw, "late")
+        insert_raw_entry(raw, transaction_id, "a", "1")
+        insert_raw_entry(raw, transaction_id, "b", "-1")
+        raw.execute("set constraints all immediate")  # checked here, and balanced
+        insert_raw_entry(raw, transaction_id, "a", "5")
+    assert raw.execute("select count(*) from ledger.entries").fetchone() == (0,)
+
+
+def test_a_guarded_account_touched_by_a_later_statement_is_checked(
+    book: Ledger, raw: psycopg.Connection
+) -> None:
+    raw.execute(
+        "insert into ledger.accounts (name, currency, normal_side, must_not_go_negative) "
+        "values ('wallet', 'usd', 'debit', true)"
+    )
+    with (
+        pytest.raises(errors.CheckViolation, match="wallet must not go negative"),
+        raw.transaction(),
+    ):
+        first = insert_raw_transaction(raw, "fine")
+        insert_raw_entry(raw, first, "shop", "1")
+        insert_raw_entry(raw, first, "bank", "-1")
+        second = insert_raw_transaction(raw, "overdraw")
+        insert_raw_entry(raw, second, "shop", "1")
+        insert_raw_entry(raw, second, "wallet", "-1")
+    assert book.verify().ok

@@ -71,7 +71,14 @@ def test_a_database_migrated_by_newer_code_is_refused(book: Ledger, ledger_url: 
 
 
 def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
-    assert [path.name[:4] for path in migration_files()] == ["0001", "0002", "0003", "0004", "0005"]
+    assert [path.name[:4] for path in migration_files()] == [
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+    ]
 
 
 @pytest.mark.parametrize(
