@@ -22,6 +22,7 @@ delivery's. Exit status 1 when a check fails (the section is written all the sam
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -110,7 +111,7 @@ def main() -> None:
     if args.no_write:
         print(section)
     else:
-        _write(args.doc, section, outcomes)
+        _write(args.doc, section, outcomes, args.only or [])
         print(f"wrote the {SECTION!r} section of {args.doc}")
     if clean_problems or any(not o.passed for o in outcomes):
         sys.exit(1)
@@ -223,10 +224,57 @@ def _section(
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, section: str, outcomes: list[crashes.Outcome]) -> None:
+def _merged(path: Path, section: str, only: list[str]) -> str:
+    """With ``--only``, the section keeps the rows of the points not run now (and its
+    introduction, with a sentence saying which rows are newer); the pass count is recounted."""
+    old = _section_text(path)
+    if not old:
+        return section
+    new_rows = {_row_point(line): line for line in section.splitlines() if _row_point(line)}
+    old_rows = {_row_point(line): line for line in old.splitlines() if _row_point(line)}
+    rows = [
+        new_rows.get(p.at) or old_rows[p.at]
+        for p in crashes.ALL_POINTS
+        if p.at in new_rows or p.at in old_rows
+    ]
+    head = [line for line in old.splitlines() if not _row_point(line)]
+    table_at = head.index(next(line for line in head if line.startswith("| test |")))
+    passed = sum(line.rstrip().endswith("| pass |") for line in rows)
+    intro = "\n".join(head[:table_at])
+    intro = re.sub(
+        r"\*\*\d+ of \d+ points pass\.\*\*", f"**{passed} of {len(rows)} points pass.**", intro
+    )
+    note = (
+        f" Rows of {', '.join(f'`{at}`' for at in only)} from a later run of this command "
+        f"with `--only` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)."
+    )
+    intro = intro.replace(" points pass.**", " points pass.**" + note, 1)
+    return "\n".join([intro, *head[table_at : table_at + 2], *rows, *head[table_at + 2 :]]) + "\n"
+
+
+def _section_text(path: Path) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + len(SECTION))
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _row_point(line: str) -> str | None:
+    match = re.match(r"\| `([^`]+)` \(", line)
+    return match.group(1) if match else None
+
+
+def _write(path: Path, section: str, outcomes: list[crashes.Outcome], only: list[str]) -> None:
+    if only:
+        section = _merged(path, section, only)
     replace_section(path, SECTION, section, empty_text="# Reliability\n")
-    passed = sum(o.passed for o in outcomes)
-    status = "built" if passed == len(outcomes) else f"built, {len(outcomes) - passed} failing"
+    rows = [line for line in section.splitlines() if _row_point(line)]
+    failing = sum(not line.rstrip().endswith("| pass |") for line in rows)
+    status = "built" if not failing else f"built, {failing} failing"
     row = f"| Crashes | {status} | section *Crashes*: `{COMMAND}` |"
     text = path.read_text()
     path.write_text(

@@ -163,16 +163,18 @@ PIPELINE_POINTS: tuple[CrashPoint, ...] = (
         "Stripe sending",
         "the outbox's intents committed, nothing sent",
     ),
-    CrashPoint(
-        "stripe.after_request_before_outbox_update",
-        "Stripe sending",
-        "a meter event stream batch accepted by Stripe, the outbox not updated (v2 stream)",
-    ),
+    # Before the stream's point: once a stream batch was accepted, Stripe refuses its
+    # identifiers on v1 as duplicates (recorded as sent), so no v1 request succeeds after it.
     CrashPoint(
         "stripe.v1_after_request_before_outbox_update:3",
         "Stripe sending",
         "the third v1 meter event accepted by Stripe, no outcome recorded (v1, 8 lanes)",
         environment=(("METERBOOK_STRIPE_METER_EVENTS_API", "v1"),),
+    ),
+    CrashPoint(
+        "stripe.after_request_before_outbox_update",
+        "Stripe sending",
+        "a meter event stream batch accepted by Stripe, the outbox not updated (v2 stream)",
     ),
     CrashPoint(
         "stripe.after_send",
