@@ -182,6 +182,14 @@ def explain_slot(
 ) -> dict[str, Any]:
     """From the money back to the raw lines: ledger → invoice line → rating → daily aggregate
     → the accepted events (and the duplicates that were not billed again)."""
+    _require(
+        snapshot,
+        "meters",
+        "billable_usage_daily",
+        "invoice_lines",
+        "usage_daily",
+        "usage_event_lines",
+    )
     meters = snapshot.rows("select * from meters where meter_id = ?", [meter_id])
     if not meters:
         raise ApiError(404, "unknown_metric", f"{meter_id!r} is not a meter of the price book.")
@@ -258,6 +266,17 @@ def explain_slot(
     }
 
 
+def _require(snapshot: Snapshot, *tables: str) -> None:
+    missing = [name for name in tables if not snapshot.has(name)]
+    if missing:
+        raise ApiError(
+            503,
+            "snapshot_incomplete",
+            f"The published warehouse snapshot lacks {', '.join(missing)} (the pipeline has not "
+            "built them yet); run the pipeline and publish again.",
+        )
+
+
 def ledger_of_slot(conn: psycopg.Connection, slot: str) -> dict[str, Any]:
     with conn.transaction():
         conn.execute("set transaction isolation level repeatable read, read only")
@@ -296,6 +315,7 @@ def ledger_of_slot(conn: psycopg.Connection, slot: str) -> dict[str, Any]:
 
 def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
     """From a raw event forward: each line that carried it, and what became of it."""
+    _require(snapshot, "usage_event_lines", "quarantined_usage_lines", "meters")
     lines = snapshot.rows(
         "select source_file, line_number, arrival_date, status, customer_id, usage_date, model, "
         "event_type from usage_event_lines where event_id = ? "

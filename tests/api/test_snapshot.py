@@ -74,6 +74,11 @@ def test_anomalies_newest_first_and_reads_without_a_snapshot(
         assert [f["message"] for f in recent["anomalies"]] == ["newer"]
         later = client.get("/anomalies", params={"since": "2026-12-01"}).json()
         assert later["anomalies"] == later["reconciliation_discrepancies"] == []
+        incomplete = client.get("/explain", params={"event_id": "evt_1"})
+        assert (incomplete.status_code, incomplete.json()["error"]["code"]) == (
+            503,
+            "snapshot_incomplete",
+        )
         bad = client.get("/anomalies", params={"since": "yesterday"})
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
 
