@@ -83,9 +83,10 @@ def test_anomalies_newest_first_and_reads_without_a_snapshot(
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
 
 
-def test_meterbook_explain_traces_an_event_from_the_snapshot(tmp_path: Path) -> None:
+def test_meterbook_api_publish_then_explain_an_event(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+    data_dir.mkdir()
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as conn:
         conn.execute("create schema ingest")
         conn.execute(
             "create table ingest.usage_event_lines as select 'evt_1' as event_id, "
@@ -108,9 +109,15 @@ def test_meterbook_explain_traces_an_event_from_the_snapshot(tmp_path: Path) -> 
             "create table price_book_meters as select 'nimbus_small__requests' as meter_id, "
             "'model_call' as event_type, 'nimbus-small' as model, 'count' as aggregation"
         )
-        publish_snapshot(conn, data_dir / "api_snapshot")
-    env = os.environ | {"METERBOOK_DATA_DIR": str(data_dir)}
-    command = [sys.executable, "-c", "from orchestration.cli import app; app()", "explain"]
+    env = {k: v for k, v in os.environ.items() if k != "METERBOOK_WAREHOUSE_PATH"}
+    env |= {"METERBOOK_DATA_DIR": str(data_dir)}
+    meterbook = [sys.executable, "-c", "from orchestration.cli import app; app()"]
+    published = subprocess.run(
+        [*meterbook, "api", "publish"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert published.returncode == 0, published.stderr
+    assert "usage_event_lines 1" in published.stdout
+    command = [*meterbook, "explain"]
     billed = subprocess.run(
         [*command, "--event-id", "evt_1"], env=env, capture_output=True, text=True, timeout=120
     )
