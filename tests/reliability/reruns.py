@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from ingestion.sample_data import generate_sample_data
+from ingestion.sample_data import MessRates, generate_sample_data
 from orchestration.runner import RunOutcome, prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
 from stripe_local.server import LocalStripeServer
@@ -38,6 +38,16 @@ from tests.reliability.pipeline_state import PipelineFingerprint, fingerprint
 SCALE_VARIABLE = "METERBOOK_RELIABILITY_SCALE"
 FIRST_DAY = date(2026, 10, 1)
 SEED = 20261001
+# An edge messier than the sample data's default, so that order matters: a fifth of the events
+# arrive late, half of those one to three days late (billed on an earlier day, often before
+# that day is run), and retries and conflicting copies often arrive the next day.
+MESS = MessRates(
+    late=0.2,
+    late_days_share=0.5,
+    retry=0.05,
+    retry_next_day_share=0.5,
+    conflict=0.01,
+)
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,15 @@ def describe_unit(unit: Unit) -> str:
     return f"{first.strftime('%d')}-{last.strftime('%d')}"
 
 
+def days_of(units: list[Unit]) -> set[str]:
+    """The ISO days the units cover."""
+    return {
+        (first + timedelta(days=offset)).isoformat()
+        for first, last in units
+        for offset in range((last - first).days + 1)
+    }
+
+
 def runs_per_day(passes: list[list[Unit]]) -> dict[date, int]:
     counts: dict[date, int] = {}
     for units in passes:
@@ -210,6 +229,7 @@ def write_raw_files(data_dir: Path, scale: RerunScale, seed: int = SEED) -> None
         events_per_day=scale.events_per_day,
         seed=seed,
         price_book_dir=DBT_PROJECT_DIR / "seeds",
+        mess=MESS,
     )
 
 
