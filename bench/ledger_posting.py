@@ -10,11 +10,16 @@ In one run, on a fresh embedded PostgreSQL (the ledger's default):
   a lost commit acknowledgement does): nothing is written; its time as a share of the post's;
 - re-post (new process): the same batch rebuilt from scratch (hashes not cached);
 - replicate: the whole ledger copied into a DuckDB file, then an incremental copy of nothing.
+
+It also prints the CPU time each side spends per post (this Python process; the embedded
+PostgreSQL's processes, from Linux's /proc): wall-clock times swing when other processes share
+the cores, the work done does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -49,23 +54,52 @@ def batch_of_accruals(number: int, size: int) -> list[Transaction]:
     return plan_usage_accruals(rated, posted={}, usage_dates={day})
 
 
+def _cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])  # children that exited (parallel workers)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(data_dir: Path) -> float | None:
+    """CPU time used so far by the embedded server: its postmaster and every process it
+    started (the posting connection's backend, WAL writer, checkpointer). None without /proc."""
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        total = _cpu_seconds(postmaster, with_children=True)
+    except OSError:
+        return None
+    for child in children:
+        try:
+            total += _cpu_seconds(int(child))
+        except OSError:
+            continue  # exited since it was listed
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--transactions", type=int, default=50_000, help="per batch")
     parser.add_argument("--batches", type=int, default=4)
     args = parser.parse_args()
 
-    url = embedded_ledger_url(Path(tempfile.mkdtemp(prefix="mbbench")))
+    data_dir = Path(tempfile.mkdtemp(prefix="mbbench"))
+    url = embedded_ledger_url(data_dir)
     batches = [batch_of_accruals(number, args.transactions) for number in range(args.batches)]
     entries_per_batch = sum(len(t.entries) for t in batches[0])
 
     with Ledger.connect(url) as book:
         post_seconds = []
+        python_started, server_started = time.process_time(), server_cpu_seconds(data_dir)
         for batch in batches:
             started = time.perf_counter()
             result = book.post_many(batch)
             post_seconds.append(time.perf_counter() - started)
             assert result.created == len(batch), result
+        python_cpu = (time.process_time() - python_started) / len(batches)
+        server_ended = server_cpu_seconds(data_dir)
         started = time.perf_counter()
         retry = book.post_many(batches[-1])
         retry_seconds = time.perf_counter() - started
@@ -99,6 +133,9 @@ def main() -> None:
         + ", ".join(f"{s:.2f} s" for s in post_seconds)
         + f" -> {total_entries / sum(post_seconds):,.0f} entries/s"
     )
+    if server_started is not None and server_ended is not None:
+        server_cpu = (server_ended - server_started) / len(batches)
+        print(f"CPU per post: Python {python_cpu:.2f} s, PostgreSQL {server_cpu:.2f} s")
     print(
         f"re-post, same values (retry): {retry_seconds:.3f} s = "
         f"{retry_seconds / mean_post:.1%} of a post"
