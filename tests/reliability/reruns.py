@@ -201,6 +201,9 @@ class Pipeline:
         assert self.server is not None, "start the pipeline's local Stripe first"
         self.set_env("METERBOOK_DATA_DIR", str(self.data_dir))
         self.set_env("METERBOOK_LEDGER_URL", self.ledger_url)
+        # Named too: a dbt asset leaves the last warehouse path it used in os.environ, which
+        # get_settings() prefers to the data directory's.
+        self.set_env("METERBOOK_WAREHOUSE_PATH", str(self.data_dir / "warehouse.duckdb"))
         self.set_env("METERBOOK_STRIPE_API_BASE", self.server.url)
         prepare_instance(get_settings())
 

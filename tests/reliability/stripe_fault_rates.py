@@ -164,6 +164,8 @@ def bill_at_rate(
     ) as server:
         set_env("METERBOOK_DATA_DIR", str(data_dir))
         set_env("METERBOOK_LEDGER_URL", ledger_url)
+        # Named too: a dbt asset leaves the last warehouse path it used in os.environ.
+        set_env("METERBOOK_WAREHOUSE_PATH", str(data_dir / "warehouse.duckdb"))
         set_env("METERBOOK_STRIPE_API_BASE", server.url)
         set_env("METERBOOK_STRIPE_TIMEOUT_SECONDS", str(CLIENT_TIMEOUT_SECONDS))
         set_env("METERBOOK_STRIPE_METER_EVENTS_API", scale.meter_events_api)
