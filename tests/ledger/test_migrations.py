@@ -78,6 +78,7 @@ def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
         "0004",
         "0005",
         "0006",
+        "0007",
     ]
 
 
