@@ -235,7 +235,7 @@ def generate_sample_data(
     rng = np.random.default_rng(seed)
     plans = _read_csv(price_book_dir / "price_book_plans.csv")
     meters = _read_csv(price_book_dir / "price_book_meters.csv")
-    meter_prices = _read_csv(price_book_dir / "price_book_meter_prices.csv")
+    meter_prices = _per_unit_charges(_read_csv(price_book_dir / "price_book_charges.csv"))
     population = _make_population(rng, customers, plans, meters)
 
     raw_dir = raw_dir or output_dir / "raw"
@@ -678,6 +678,19 @@ NAME_SECOND = (
     "Legal",
     "Cloud",
 )
+
+
+def _per_unit_charges(charges: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The price book's charges as Stripe per-unit prices: the exports are generated for
+    per-unit charges without an allowance only so far (docs/pricing.md, Stripe)."""
+    for charge in charges:
+        if charge["charge_model"] != "per_unit" or int(charge["included_units"] or 0):
+            raise ValueError(
+                f"Sample Stripe exports support per-unit charges without an allowance only; "
+                f"{charge['plan_id']}:{charge['meter_id']} is {charge['charge_model']} with "
+                f"{charge['included_units']} included units."
+            )
+    return charges
 
 
 def _write_stripe_exports(

@@ -391,7 +391,7 @@ def test_stripe_exports_match_the_price_book(
             assert STRIPE_ID.match(row["id"]), row
             assert row["created"].isdigit()
     plans = {p["plan_id"]: p for p in _read_csv(SEEDS_DIR / "price_book_plans.csv")}
-    book = _read_csv(SEEDS_DIR / "price_book_meter_prices.csv")
+    book = _read_csv(SEEDS_DIR / "price_book_charges.csv")
     meters = {m["meter_id"] for m in _read_csv(SEEDS_DIR / "price_book_meters.csv")}
     start = int(datetime.combine(START, datetime.min.time(), tzinfo=UTC).timestamp())
 

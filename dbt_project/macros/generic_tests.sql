@@ -19,3 +19,36 @@
     group by {{ columns | join(', ') }}
     having count(*) > 1
 {% endtest %}
+
+{#- Tiers of each tiered charge: exactly one unbounded tier, bounds of at least 1, every tiered
+    charge has tiers and every set of tiers belongs to a tiered charge. -#}
+{% test charge_tiers_are_well_formed(model) %}
+    with tier_sets as (
+        select
+            plan_id, meter_id, effective_from,
+            count(*) filter (where up_to_units is null) as unbounded_tiers,
+            min(up_to_units) as lowest_bound
+        from {{ model }}
+        group by plan_id, meter_id, effective_from
+    ),
+
+    tiered_charges as (
+        select plan_id, meter_id, effective_from
+        from {{ ref('price_book_charges') }}
+        where charge_model in ('graduated', 'volume')
+    )
+
+    select
+        coalesce(tier_sets.plan_id, tiered_charges.plan_id) as plan_id,
+        coalesce(tier_sets.meter_id, tiered_charges.meter_id) as meter_id,
+        coalesce(tier_sets.effective_from, tiered_charges.effective_from) as effective_from
+    from tier_sets
+    full outer join tiered_charges
+        on tier_sets.plan_id = tiered_charges.plan_id
+        and tier_sets.meter_id = tiered_charges.meter_id
+        and tier_sets.effective_from = tiered_charges.effective_from
+    where tier_sets.plan_id is null
+        or tiered_charges.plan_id is null
+        or tier_sets.unbounded_tiers <> 1
+        or tier_sets.lowest_bound < 1
+{% endtest %}

@@ -45,6 +45,28 @@ def touched_usage_dates(conn: duckdb.DuckDBPyConnection, start: date, end: date)
     return {day for (day,) in rows}
 
 
+def rerated_usage_dates(conn: duckdb.DuckDBPyConnection, usage_dates: set[date]) -> set[date]:
+    """The touched usage dates and every later rated date of their billing periods.
+
+    A day's amount is priced on the period to date (docs/pricing.md), so usage that arrives for
+    one day can change the amount of every later day of its period (a tier crossed earlier, an
+    allowance used up sooner): the ledger must bring all of them to their new amounts.
+    """
+    if not usage_dates:
+        return set()
+    rows = conn.execute(
+        """
+        select distinct rated.usage_date
+        from billable_usage_daily as rated
+        inner join (select unnest(?::date[]) as usage_date) as touched
+            on rated.billing_period_start_date = date_trunc('month', touched.usage_date)
+            and rated.usage_date > touched.usage_date
+        """,
+        [sorted(usage_dates)],
+    ).fetchall()
+    return usage_dates | {day for (day,) in rows}
+
+
 def billable_rows(
     conn: duckdb.DuckDBPyConnection, usage_dates: set[date]
 ) -> list[tuple[str, str, date, str, object, int]]:
@@ -79,7 +101,7 @@ def ledger_usage_batch(
     window = context.partition_time_window
     start, end = window.start.date(), window.end.date()
     with warehouse.connect() as conn:
-        usage_dates = touched_usage_dates(conn, start, end)
+        usage_dates = rerated_usage_dates(conn, touched_usage_dates(conn, start, end))
         rows = billable_rows(conn, usage_dates)
     rated = [
         RatedSlot(customer_id=c, meter_id=m, usage_date=d, currency=cur, amount_minor=amount)

@@ -13,6 +13,7 @@ metered as (
         meters.meter_id,
         usage_daily.usage_date,
         usage_daily.model,
+        usage_daily.event_count,
         case
             when meters.aggregation = 'count' then usage_daily.event_count
             when meters.quantity_property = 'input_tokens' then usage_daily.input_tokens

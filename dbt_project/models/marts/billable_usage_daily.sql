@@ -1,5 +1,12 @@
-{#- Rates each customer's daily meter quantity at their plan's unit price in force that day.
-    Amounts stay exact (sub-cent); rounding happens once, in invoice_lines. -#}
+{#- Rates each customer's daily meter quantity under the charge of their plan in force that day.
+
+    A charge prices the billable period-to-date quantity (used since the billing period began,
+    less the plan's included allowance). The day's amount is the charge's amount through the day
+    minus its amount through the day before, both at the day's charge: the days of a period add
+    up to the period's amount exactly, tiers are crossed where the usage crosses them, and a late
+    event re-rates every later day of its period. Amounts stay exact (sub-cent); rounding happens
+    once, in invoice_lines. The Python reference is pricing/charges.py; docs/pricing.md works an
+    example of each charge model. -#}
 with meter_usage as (
     select * from {{ ref('int_meter_usage_daily') }}
 ),
@@ -8,15 +15,26 @@ plan_days as (
     select * from {{ ref('int_customer_plan_days') }}
 ),
 
-prices as (
-    select * from {{ ref('price_book_meter_prices') }}
+charges as (
+    select * from {{ ref('price_book_charges') }}
+),
+
+tiers as (
+    select * from {{ ref('price_book_charge_tiers') }}
 ),
 
 usage_with_plan as (
     select
-        meter_usage.*,
+        meter_usage.customer_id,
+        meter_usage.meter_id,
+        meter_usage.usage_date,
+        meter_usage.model,
+        meter_usage.quantity_units,
+        meter_usage.event_count,
         plan_days.plan_id,
-        plan_days.subscription_id
+        plan_days.subscription_id,
+        cast({{ dbt.date_trunc('month', 'meter_usage.usage_date') }} as date)
+            as billing_period_start_date
     from meter_usage
     left join plan_days
         on meter_usage.customer_id = plan_days.customer_id
@@ -24,50 +42,190 @@ usage_with_plan as (
         and meter_usage.usage_date < plan_days.valid_to_date
 ),
 
-prices_in_force as (
+period_to_date as (
     select
-        usage_with_plan.customer_id,
-        usage_with_plan.meter_id,
-        usage_with_plan.usage_date,
-        prices.unit_price_minor,
-        prices.currency,
-        row_number() over (
-            partition by usage_with_plan.customer_id, usage_with_plan.meter_id,
-                usage_with_plan.usage_date
-            order by prices.effective_from desc
-        ) as price_rank
+        *,
+        sum(quantity_units) over (
+            partition by customer_id, meter_id, billing_period_start_date
+            order by usage_date
+            rows between unbounded preceding and current row
+        ) as period_to_date_units,
+        sum(event_count) over (
+            partition by customer_id, meter_id, billing_period_start_date
+            order by usage_date
+            rows between unbounded preceding and current row
+        ) as period_to_date_events
     from usage_with_plan
-    inner join prices
-        on usage_with_plan.plan_id = prices.plan_id
-        and usage_with_plan.meter_id = prices.meter_id
-        and prices.effective_from <= usage_with_plan.usage_date
 ),
 
-rated as (
+charges_in_force as (
+    {#- Each charge with the day its successor takes over (end exclusive; null: still in force). -#}
     select
-        usage_with_plan.customer_id,
-        usage_with_plan.meter_id,
-        usage_with_plan.usage_date,
-        usage_with_plan.model,
-        usage_with_plan.plan_id,
-        usage_with_plan.subscription_id,
-        usage_with_plan.quantity_units,
-        prices_in_force.unit_price_minor,
+        *,
+        lead(effective_from) over (
+            partition by plan_id, meter_id order by effective_from
+        ) as effective_to
+    from charges
+),
+
+positioned as (
+    select
+        period_to_date.*,
+        charges_in_force.effective_from as charge_effective_from,
+        charges_in_force.currency,
+        charges_in_force.charge_model,
+        charges_in_force.included_units,
+        charges_in_force.unit_price_minor,
+        charges_in_force.package_size_units,
+        charges_in_force.package_price_minor,
+        charges_in_force.percentage_rate,
+        charges_in_force.fixed_fee_minor,
+        -- Billable units through the day, and through the day before (allowance deducted).
+        greatest(period_to_date.period_to_date_units - charges_in_force.included_units, 0)
+            as billable_units,
+        greatest(
+            period_to_date.period_to_date_units - period_to_date.quantity_units
+                - charges_in_force.included_units,
+            0
+        ) as prior_billable_units,
+        period_to_date.period_to_date_events - period_to_date.event_count as prior_events
+    from period_to_date
+    left join charges_in_force
+        on period_to_date.plan_id = charges_in_force.plan_id
+        and period_to_date.meter_id = charges_in_force.meter_id
+        and period_to_date.usage_date >= charges_in_force.effective_from
+        and (
+            charges_in_force.effective_to is null
+            or period_to_date.usage_date < charges_in_force.effective_to
+        )
+),
+
+tier_bounds as (
+    select
+        plan_id,
+        meter_id,
+        effective_from,
+        coalesce(
+            lag(up_to_units) over (
+                partition by plan_id, meter_id, effective_from
+                order by coalesce(up_to_units, {{ unbounded_units() }})
+            ),
+            0
+        ) as from_units,
+        up_to_units,
+        unit_price_minor,
+        flat_fee_minor
+    from tiers
+),
+
+tier_parts as (
+    {#- Each tiered slot against each tier of its charge, through the day (`billable_units`)
+        and through the day before (`prior_billable_units`). Graduated: the units inside the
+        tier at the tier's price, plus its flat fee once usage entered it. Volume: all units
+        at the price of the one tier the quantity falls in, plus that tier's flat fee. -#}
+    select
+        positioned.customer_id,
+        positioned.meter_id,
+        positioned.usage_date,
+        {% for quantity in ['billable_units', 'prior_billable_units'] %}
+        case
+            when positioned.{{ quantity }} <= tier_bounds.from_units then 0
+            when positioned.charge_model = 'graduated' then
+                cast(
+                    least(positioned.{{ quantity }},
+                        coalesce(tier_bounds.up_to_units, positioned.{{ quantity }}))
+                    - tier_bounds.from_units
+                    as decimal(38, 0)
+                ) * tier_bounds.unit_price_minor + tier_bounds.flat_fee_minor
+            when tier_bounds.up_to_units is null
+                or positioned.{{ quantity }} <= tier_bounds.up_to_units then
+                cast(positioned.{{ quantity }} as decimal(38, 0)) * tier_bounds.unit_price_minor
+                + tier_bounds.flat_fee_minor
+            else 0
+        end as {{ quantity }}_amount{{ ',' if not loop.last }}
+        {% endfor %}
+    from positioned
+    inner join tier_bounds
+        on positioned.plan_id = tier_bounds.plan_id
+        and positioned.meter_id = tier_bounds.meter_id
+        and positioned.charge_effective_from = tier_bounds.effective_from
+    where positioned.charge_model in ('graduated', 'volume')
+),
+
+tiered as (
+    select
+        customer_id,
+        meter_id,
+        usage_date,
+        sum(billable_units_amount) as billable_units_amount,
+        sum(prior_billable_units_amount) as prior_billable_units_amount
+    from tier_parts
+    group by customer_id, meter_id, usage_date
+),
+
+valued as (
+    select
+        positioned.*,
+        {%- set amounts = [
+            ('billable_units', 'period_to_date_events', 'period_to_date_amount_minor_exact'),
+            ('prior_billable_units', 'prior_events', 'prior_period_to_date_amount_minor_exact'),
+        ] %}
+        {% for quantity, events, amount in amounts %}
         cast(
-            cast(usage_with_plan.quantity_units as decimal(38, 0))
-            * prices_in_force.unit_price_minor
+            case positioned.charge_model
+                when 'per_unit' then
+                    cast(positioned.{{ quantity }} as decimal(38, 0))
+                    * positioned.unit_price_minor
+                when 'package' then
+                    cast(
+                        {{ packages_needed('positioned.' ~ quantity,
+                            'positioned.package_size_units') }}
+                        as decimal(38, 0)
+                    ) * positioned.package_price_minor
+                when 'percentage' then
+                    cast(positioned.{{ quantity }} as decimal(38, 0))
+                    * positioned.percentage_rate
+                    + cast(positioned.{{ events }} as decimal(38, 0))
+                    * positioned.fixed_fee_minor
+                when 'graduated' then coalesce(tiered.{{ quantity }}_amount, 0)
+                when 'volume' then coalesce(tiered.{{ quantity }}_amount, 0)
+            end
+            as {{ money_type() }}
+        ) as {{ amount }}{{ ',' if not loop.last }}
+        {% endfor %}
+    from positioned
+    left join tiered
+        on positioned.customer_id = tiered.customer_id
+        and positioned.meter_id = tiered.meter_id
+        and positioned.usage_date = tiered.usage_date
+),
+
+final as (
+    select
+        customer_id,
+        meter_id,
+        usage_date,
+        model,
+        plan_id,
+        subscription_id,
+        quantity_units,
+        event_count,
+        -- The unit price of a per-unit charge; the other models have no single unit price.
+        case when charge_model = 'per_unit' then unit_price_minor end as unit_price_minor,
+        cast(
+            period_to_date_amount_minor_exact - prior_period_to_date_amount_minor_exact
             as {{ money_type() }}
         ) as amount_minor_exact,
-        prices_in_force.currency,
-        prices_in_force.unit_price_minor is not null as is_priced,
-        cast({{ dbt.date_trunc('month', 'usage_with_plan.usage_date') }} as date)
-            as billing_period_start_date
-    from usage_with_plan
-    left join prices_in_force
-        on usage_with_plan.customer_id = prices_in_force.customer_id
-        and usage_with_plan.meter_id = prices_in_force.meter_id
-        and usage_with_plan.usage_date = prices_in_force.usage_date
-        and prices_in_force.price_rank = 1
+        currency,
+        charge_model is not null as is_priced,
+        billing_period_start_date,
+        charge_model,
+        charge_effective_from,
+        included_units,
+        period_to_date_units,
+        period_to_date_amount_minor_exact,
+        prior_period_to_date_amount_minor_exact
+    from valued
 )
 
-select * from rated
+select * from final

@@ -1,9 +1,17 @@
 {#- Per customer, meter and usage date: what Meterbook rated, what the ledger accrued and what
     Stripe's meter counted, with the amount Stripe's count is worth at the slot's price. Only
-    slots that Meterbook rated or Stripe counted appear. -#}
+    slots that Meterbook rated or Stripe counted appear.
+
+    Stripe's count is valued day by day only where the price is linear (a per-unit charge
+    without an allowance): a tiered, package, percentage or allowance charge prices the period
+    to date, so its day is worth the rated amount when the counts agree and is left unvalued
+    (null) when they differ; the quantity difference still sets the status. -#}
 with rated as (
     select customer_id, meter_id, usage_date, billing_period_start_date, currency,
-        quantity_units, unit_price_minor, amount_minor_exact
+        quantity_units, amount_minor_exact,
+        case
+            when charge_model = 'per_unit' and included_units = 0 then unit_price_minor
+        end as unit_price_minor
     from {{ ref('billable_usage_daily') }}
     where is_priced
 ),
@@ -24,6 +32,7 @@ joined as (
         cast(
             {{ dbt.date_trunc('month', 'coalesce(rated.usage_date, metered.usage_date)') }} as date
         ) as billing_period_start_date,
+        rated.customer_id is not null as is_rated,
         rated.currency,
         rated.unit_price_minor,
         coalesce(rated.quantity_units, 0) as rated_quantity,
@@ -46,7 +55,12 @@ valued as (
         *,
         stripe_quantity - rated_quantity as stripe_difference_quantity,
         cast(
-            cast(stripe_quantity as decimal(38, 0)) * unit_price_minor as {{ money_type() }}
+            case
+                when unit_price_minor is not null
+                    then cast(stripe_quantity as decimal(38, 0)) * unit_price_minor
+                when stripe_quantity = rated_quantity then rated_amount_minor_exact
+            end
+            as {{ money_type() }}
         ) as stripe_amount_minor_exact
     from joined
 )
@@ -58,7 +72,7 @@ select
     cast(ledger_amount_minor_exact - rated_amount_minor_exact as {{ money_type() }})
         as ledger_difference_minor_exact,
     case
-        when unit_price_minor is null then 'usage_not_rated'
+        when not is_rated then 'usage_not_rated'
         when ledger_amount_minor_exact <> rated_amount_minor_exact then 'ledger_differs'
         when stripe_quantity < rated_quantity then 'missing_usage'
         when stripe_quantity > rated_quantity then 'extra_usage'

@@ -1,0 +1,175 @@
+"""Runs the dbt rating alone on a scratch DuckDB file: the price book and usage a test chose
+go in as the tables ``billable_usage_daily`` and ``minimum_spend_period`` read, and dbt builds
+them (with their unit tests and data tests) once, however many cases the tables hold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from orchestration.settings import DBT_PROJECT_DIR
+from tests.rating.cases import Case
+
+# Column types as dbt_project.yml (seeds) and the upstream models give them.
+INPUT_TABLES = {
+    "price_book_plans": (
+        "plan_id varchar, plan_name varchar, currency varchar, monthly_fee_minor bigint, "
+        "minimum_spend_minor decimal(24, 12)"
+    ),
+    "price_book_meters": (
+        "meter_id varchar, event_type varchar, model varchar, aggregation varchar, "
+        "quantity_property varchar, unit_label varchar, description varchar"
+    ),
+    "price_book_charges": (
+        "plan_id varchar, meter_id varchar, effective_from date, currency varchar, "
+        "charge_model varchar, included_units bigint, unit_price_minor decimal(24, 12), "
+        "package_size_units bigint, package_price_minor decimal(24, 12), "
+        "percentage_rate decimal(24, 12), fixed_fee_minor decimal(24, 12)"
+    ),
+    "price_book_charge_tiers": (
+        "plan_id varchar, meter_id varchar, effective_from date, up_to_units bigint, "
+        "unit_price_minor decimal(24, 12), flat_fee_minor decimal(24, 12)"
+    ),
+    "int_customer_plan_days": (
+        "customer_id varchar, subscription_id varchar, plan_id varchar, currency varchar, "
+        "valid_from_date date, valid_to_date date"
+    ),
+    "int_meter_usage_daily": (
+        "customer_id varchar, meter_id varchar, usage_date date, model varchar, "
+        "event_count bigint, quantity_units hugeint"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RatedRow:
+    customer_id: str
+    meter_id: str
+    usage_date: date
+    quantity_units: int
+    amount_minor_exact: Decimal
+    period_to_date_amount_minor_exact: Decimal
+    is_priced: bool
+
+
+class DbtFailed(AssertionError):
+    pass
+
+
+def write_inputs(path: Path, tables: dict[str, Iterable[Sequence[object]]]) -> None:
+    with duckdb.connect(str(path)) as conn:
+        for name, columns in INPUT_TABLES.items():
+            conn.execute(f"create or replace table main.{name} ({columns})")
+            rows = list(tables.get(name, ()))
+            if rows:
+                marks = ", ".join("?" for _ in rows[0])
+                conn.executemany(f"insert into main.{name} values ({marks})", rows)
+
+
+def build_rating(path: Path, work_dir: Path) -> list[RatedRow]:
+    """``dbt build`` of the rating models (their unit and data tests too) on the scratch
+    warehouse; the rated rows."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--select",
+            "billable_usage_daily",
+            "minimum_spend_period",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(work_dir / "target"),
+            "--log-path",
+            str(work_dir / "logs"),
+        ],
+        env={
+            **os.environ,
+            "METERBOOK_WAREHOUSE_PATH": str(path),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DbtFailed(result.stdout[-6000:] + result.stderr[-2000:])
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows = conn.execute(
+            "select customer_id, meter_id, usage_date, quantity_units, amount_minor_exact, "
+            "period_to_date_amount_minor_exact, is_priced from main.billable_usage_daily "
+            "order by customer_id, meter_id, usage_date"
+        ).fetchall()
+    return [RatedRow(*row) for row in rows]
+
+
+def rate_cases(cases: Sequence[Case], work_dir: Path) -> dict[str, list[RatedRow]]:
+    """Every case as its own customer, plan and meter in one warehouse, rated by one dbt build;
+    the rated rows by case name."""
+    names = {f"cus_{number:05d}": case for number, case in enumerate(cases)}
+    charges, tiers, plan_days, meters, usage = [], [], [], [], []
+    for customer, case in names.items():
+        plan_id, meter_id = f"plan_{customer}", f"meter_{customer}"
+        meters.append((meter_id, "model_call", "x", "sum", "input_tokens", "unit", case.name))
+        plan_days.append(
+            (customer, f"sub_{customer}", plan_id, "usd", date(2000, 1, 1), date(9999, 12, 31))
+        )
+        for row in case.charge_rows:
+            charges.append(
+                (
+                    plan_id,
+                    meter_id,
+                    row["effective_from"],
+                    row["currency"],
+                    row["charge_model"],
+                    int(row["included_units"] or 0),
+                    *(
+                        row[column] or None
+                        for column in (
+                            "unit_price_minor",
+                            "package_size_units",
+                            "package_price_minor",
+                            "percentage_rate",
+                            "fixed_fee_minor",
+                        )
+                    ),
+                )
+            )
+        for row in case.tier_rows:
+            tiers.append(
+                (
+                    plan_id,
+                    meter_id,
+                    row["effective_from"],
+                    row["up_to_units"] or None,
+                    row["unit_price_minor"],
+                    row["flat_fee_minor"] or "0",
+                )
+            )
+        for day in case.usage:
+            usage.append((customer, meter_id, day.usage_date, "x", day.event_count, day.used_units))
+    path = work_dir / "rating.duckdb"
+    write_inputs(
+        path,
+        {
+            "price_book_meters": meters,
+            "price_book_charges": charges,
+            "price_book_charge_tiers": tiers,
+            "int_customer_plan_days": plan_days,
+            "int_meter_usage_daily": usage,
+        },
+    )
+    rated: dict[str, list[RatedRow]] = {case.name: [] for case in cases}
+    for row in build_rating(path, work_dir):
+        rated[names[row.customer_id].name].append(row)
+    return rated
