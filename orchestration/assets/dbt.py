@@ -91,9 +91,19 @@ def _build(
         "min_date": window.start.date().isoformat(),
         "max_date": window.end.date().isoformat(),
     }
-    # dbt's profile reads the same variable, so both always point at one warehouse file.
+    # dbt's profile reads the same variable, so both always point at one warehouse file. The
+    # dbt process inherits it when it starts; it is put back afterwards, so that this process
+    # (a test, a harness billing another data directory) never keeps this warehouse by accident.
+    previous = os.environ.get("METERBOOK_WAREHOUSE_PATH")
     os.environ["METERBOOK_WAREHOUSE_PATH"] = warehouse.path
-    for event in dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream():
+    try:
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
+    finally:
+        if previous is None:
+            os.environ.pop("METERBOOK_WAREHOUSE_PATH", None)
+        else:
+            os.environ["METERBOOK_WAREHOUSE_PATH"] = previous
+    for event in invocation.stream():
         # While dbt still runs: the whole process group (dbt too), or the Dagster process alone.
         crash_point(f"dbt.{context.op_def.name}", process_group=True)
         crash_point(f"dbt.{context.op_def.name}.dagster_process_only")

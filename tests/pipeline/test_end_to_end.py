@@ -196,6 +196,9 @@ def test_a_day_without_files_runs_clean_on_a_new_warehouse(
     """The schedule runs days with no usage too (a quiet day, or before the first file): every
     asset and model must build from empty tables, and nothing is posted or sent."""
     _run(date(2026, 10, 5), date(2026, 10, 5))
+    # The dbt step hands its warehouse to dbt's process only: a process that bills another
+    # data directory next must not keep this warehouse through a leftover variable.
+    assert "METERBOOK_WAREHOUSE_PATH" not in os.environ
     assert _ledger_state(pipeline_env.ledger_url)[0] == 0
     assert local_meter_events(stripe_server) == []
     with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
