@@ -9,6 +9,7 @@ pipeline. ``METERBOOK_RELIABILITY_SCALE=full`` runs ten days, five passes
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from tests.reliability.pipeline_state import (
     describe_differences,
 )
 
-pytestmark = pytest.mark.reliability
+pytestmark = [
+    pytest.mark.reliability,
+    # Four to six Dagster runs even reduced: over CI's time budget for the harness. Run it with
+    # `uv run --frozen pytest -m reliability tests/reliability` until it is cut down.
+    pytest.mark.skipif(
+        os.environ.get("CI") == "true", reason="over the CI time budget; run locally"
+    ),
+]
 
 
 def test_partitions_rerun_in_random_order_with_overlapping_backfills_leave_one_clean_run(

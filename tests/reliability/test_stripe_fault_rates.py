@@ -10,6 +10,7 @@ figures to ``docs/reliability.md``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from tests.conftest import PipelineEnvironment
 from tests.reliability import stripe_fault_rates as kit
 from tests.reliability.pipeline_state import describe_differences
 
-pytestmark = pytest.mark.reliability
+pytestmark = [
+    pytest.mark.reliability,
+    # Four to six Dagster runs even reduced: over CI's time budget for the harness. Run it with
+    # `uv run --frozen pytest -m reliability tests/reliability` until it is cut down.
+    pytest.mark.skipif(
+        os.environ.get("CI") == "true", reason="over the CI time budget; run locally"
+    ),
+]
 
 
 def test_usage_reaches_stripe_exactly_once_at_every_fault_rate(
