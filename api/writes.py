@@ -88,6 +88,34 @@ def check_currency(config: ApiConfig, *, customer_currency: str, currency: str) 
         )
 
 
+def _claim_idempotency_key(
+    conn: psycopg.Connection,
+    context: RequestContext,
+    request: CreditGrantRequest | AdjustmentRequest,
+) -> WriteResult | None:
+    """Claim the request's Idempotency-Key inside the caller's transaction: the stored result
+    if the key was used for this same request before, None if the key is new (a key reused
+    for another request is refused by the store)."""
+    fingerprint = store.request_hash(
+        method=context.method,
+        path=context.path,
+        principal=context.principal,
+        body=request.model_dump(mode="json"),
+    )
+    stored = store.claim_idempotency_key(
+        conn,
+        key=context.idempotency_key,
+        principal=context.principal,
+        fingerprint=fingerprint,
+        method=context.method,
+        path=context.path,
+        request_id=context.request_id,
+    )
+    if stored is None:
+        return None
+    return WriteResult(stored.status_code, stored.body, replayed=True)
+
+
 def grant_credit(
     conn: psycopg.Connection,
     config: ApiConfig,
@@ -116,24 +144,10 @@ def grant_credit(
             "Only the finance role records prepaid credit (it says cash came in).",
         )
     check_amount_within_role(config, principal, request.amount_minor)
-    fingerprint = store.request_hash(
-        method=context.method,
-        path=context.path,
-        principal=principal,
-        body=request.model_dump(mode="json"),
-    )
     with conn.transaction():
-        stored = store.claim_idempotency_key(
-            conn,
-            key=context.idempotency_key,
-            principal=principal,
-            fingerprint=fingerprint,
-            method=context.method,
-            path=context.path,
-            request_id=context.request_id,
-        )
-        if stored is not None:
-            return WriteResult(stored.status_code, stored.body, replayed=True)
+        replayed = _claim_idempotency_key(conn, context, request)
+        if replayed is not None:
+            return replayed
         grant_id = GRANT_ID_PREFIX + context.idempotency_key
         needs_approval = request.amount_minor > config.approval_threshold_minor
         grant: dict[str, Any] = {
@@ -276,24 +290,10 @@ def post_adjustment(
     principal = context.principal
     check_currency(config, customer_currency=customer_currency, currency=request.currency)
     check_amount_within_role(config, principal, request.amount_minor)
-    fingerprint = store.request_hash(
-        method=context.method,
-        path=context.path,
-        principal=principal,
-        body=request.model_dump(mode="json"),
-    )
     with conn.transaction():
-        stored = store.claim_idempotency_key(
-            conn,
-            key=context.idempotency_key,
-            principal=principal,
-            fingerprint=fingerprint,
-            method=context.method,
-            path=context.path,
-            request_id=context.request_id,
-        )
-        if stored is not None:
-            return WriteResult(stored.status_code, stored.body, replayed=True)
+        replayed = _claim_idempotency_key(conn, context, request)
+        if replayed is not None:
+            return replayed
         signed = request.amount_minor
         if request.direction == "raise_receivable":
             signed = signed.copy_negate()
