@@ -54,6 +54,7 @@ SNAPSHOT_QUERIES: dict[str, str] = {
     "invoice_lines": "select * from invoice_lines",
     "customer_plan_days": "select * from int_customer_plan_days",
     "meters": "select * from price_book_meters",
+    "price_book_charge_tiers": "select * from price_book_charge_tiers",
     "anomaly_findings": "select * from quality.anomaly_findings",
     "reconciliation_discrepancies": "select * from reconciliation_discrepancies",
 }

@@ -18,10 +18,10 @@ from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
 
 MAX_EXPLAINED_EVENTS = 10_000
 NOT_BUILT = {
-    "allowance": "Allowances are part of rating (plans, allowances, credit consumption), not "
-    "built yet.",
     "spend_cap": "Spend caps and entitlements are not built yet.",
     "entitlement": "Spend caps and entitlements are not built yet.",
+    "credit_consumption": "Usage does not consume credit grants yet: a grant's remaining amount "
+    "is what was granted, less reversals.",
 }
 
 
@@ -171,7 +171,25 @@ def warehouse_state(snapshot: Snapshot, customer_id: str, today: date) -> dict[s
         "plan": plan,
         "current_period": {"start_date": start, "end_date": end},
         "usage_to_date": usage,
+        "allowances": _allowances(snapshot, customer_id, start, end),
     }
+
+
+def _allowances(snapshot: Snapshot, customer_id: str, start: date, end: date) -> list[dict]:
+    """Per meter with included units: how many of them the period's usage has used so far, as
+    of the last rated day (rating counts the allowance on the period to date)."""
+    if not snapshot.has("billable_usage_daily"):
+        return []
+    return snapshot.rows(
+        "select meter_id, usage_date as through_date, included_units, "
+        "least(period_to_date_units, included_units) as used_units, "
+        "greatest(included_units - period_to_date_units, 0) as left_units "
+        "from billable_usage_daily where customer_id = ? and usage_date >= ? "
+        "and usage_date < ? and included_units > 0 "
+        "qualify row_number() over (partition by meter_id order by usage_date desc) = 1 "
+        "order by meter_id",
+        [customer_id, start, end],
+    )
 
 
 # --- explain ----------------------------------------------------------------------------------
@@ -196,7 +214,9 @@ def explain_slot(
     meter = meters[0]
     rating = snapshot.rows(
         "select plan_id, subscription_id, quantity_units, unit_price_minor, amount_minor_exact, "
-        "currency, is_priced, billing_period_start_date from billable_usage_daily "
+        "currency, is_priced, billing_period_start_date, charge_model, charge_effective_from, "
+        "included_units, period_to_date_units, period_to_date_amount_minor_exact, "
+        "prior_period_to_date_amount_minor_exact from billable_usage_daily "
         "where customer_id = ? and meter_id = ? and usage_date = ?",
         [customer_id, meter_id, day],
     )
@@ -242,11 +262,8 @@ def explain_slot(
         "warehouse_as_of": snapshot.published_at,
         "ledger": ledger_of_slot(conn, slot_id(customer_id, meter_id, day)),
         "invoice_line": invoice_line[0] if invoice_line else None,
-        "rating": (rating[0] | {"tier": None, "allowance": None, "credits": None})
-        if rating
-        else None,
-        "rating_not_built": "Tiers, allowances and credit consumption are part of rating, not "
-        "built yet: the amount is quantity × unit price.",
+        "rating": rating_inputs(snapshot, rating[0], meter_id) if rating else None,
+        "rating_not_built": "Usage does not consume credit grants yet (credits: null).",
         "meter": {
             "aggregation": meter["aggregation"],
             "quantity_property": meter["quantity_property"],
@@ -263,6 +280,35 @@ def explain_slot(
             "truncated": len(events) > MAX_EXPLAINED_EVENTS,
             "items": events[:MAX_EXPLAINED_EVENTS],
         },
+    }
+
+
+def rating_inputs(snapshot: Snapshot, rated: dict[str, Any], meter_id: str) -> dict[str, Any]:
+    """How the day's amount was rated: the charge in force, its tiers, the allowance, and the
+    period-to-date amounts whose difference is the day's amount (see docs/pricing.md)."""
+    tiers: list[dict[str, Any]] = []
+    if rated["charge_model"] in ("graduated", "volume") and snapshot.has("price_book_charge_tiers"):
+        tiers = snapshot.rows(
+            "select up_to_units, unit_price_minor, flat_fee_minor from price_book_charge_tiers "
+            "where plan_id = ? and meter_id = ? and effective_from = ? "
+            "order by up_to_units nulls last",
+            [rated["plan_id"], meter_id, rated["charge_effective_from"]],
+        )
+    included = rated["included_units"]
+    through_day = rated["period_to_date_units"]
+    allowance = None
+    if included:
+        allowance = {
+            "included_units": included,
+            "used_through_day": min(through_day, included),
+            "left_after_day": max(included - through_day, 0),
+        }
+    return rated | {
+        "tiers": tiers,
+        "allowance": allowance,
+        "credits": None,
+        "amount_rule": "period_to_date_amount_minor_exact - "
+        "prior_period_to_date_amount_minor_exact",
     }
 
 

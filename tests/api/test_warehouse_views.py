@@ -121,7 +121,8 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
         usage = {u["meter_id"]: u for u in state["warehouse"]["usage_to_date"]}
         assert int(usage["nimbus_small__input_tokens"]["quantity_units"]) == 510_000
         assert state["warehouse"]["plan"]["plan_id"] == "starter"
-        assert set(state["not_built"]) == {"allowance", "spend_cap", "entitlement"}
+        assert set(state["not_built"]) == {"spend_cap", "entitlement", "credit_consumption"}
+        assert state["warehouse"]["allowances"] == []  # the hand fixture's plans include none
 
         findings = client.get("/anomalies")
         assert findings.status_code == 200, findings.text
