@@ -6,10 +6,9 @@ from a bounded pool, because the ledger's client (psycopg) is synchronous.
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations, and the
 # role dependencies are defined inside ``create_app``, where string annotations cannot be found.
-import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, date, datetime
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -17,10 +16,9 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from api import store, views
+from api import store
 from api.auth import Principal, Role, principal_of
 from api.config import ApiConfig
-from api.customers import CustomerDirectory
 from api.db import ConnectionPool
 from api.errors import ApiError, install_error_handlers, request_id_of
 from api.middleware import RequestGuard
@@ -31,22 +29,19 @@ from api.models import (
     CreditGrantRequest,
     ErrorBody,
     LedgerPage,
-    LedgerTransaction,
 )
-from api.snapshot import Snapshot, SnapshotUnavailable, open_snapshot
-from api.writes import (
-    IDEMPOTENCY_KEY_PATTERN,
-    RequestContext,
-    WriteResult,
-    approve_grant,
-    grant_credit,
-    post_adjustment,
+from api.operations import (
+    FINANCE_ROLES,
+    GRANT_ROLES,
+    READ_ROLES,
+    BillingOperations,
+    require_role,
 )
+from api.writes import RequestContext, WriteResult, check_idempotency_key
 from ledger.migrations import migrate
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 DEFAULT_PAGE_SIZE = 100
-READ_ROLES = (Role.VIEWER, Role.SUPPORT, Role.FINANCE)
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
@@ -68,7 +63,7 @@ _bearer = HTTPBearer(auto_error=False, description="A token from METERBOOK_API_T
 
 def create_app(config: ApiConfig) -> FastAPI:
     pool = ConnectionPool(config.ledger_url, size=config.pool_size)
-    customers = CustomerDirectory(config.customers_csv)
+    operations = BillingOperations(config, pool.connection)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,20 +96,14 @@ def create_app(config: ApiConfig) -> FastAPI:
             _: Annotated[object, Security(_bearer)] = None,
         ) -> Principal:
             principal = principal_of(authorization, config.principals)
-            if principal.role not in roles:
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    f"The {principal.role.value} role may not {request.method} "
-                    f"{request.url.path}; it needs one of: {', '.join(r.value for r in roles)}.",
-                )
+            require_role(principal, roles, f"{request.method} {request.url.path}")
             return principal
 
         return dependency
 
     Reader = Annotated[Principal, Depends(allow(*READ_ROLES))]
-    Granter = Annotated[Principal, Depends(allow(Role.SUPPORT, Role.FINANCE))]
-    Finance = Annotated[Principal, Depends(allow(Role.FINANCE))]
+    Granter = Annotated[Principal, Depends(allow(*GRANT_ROLES))]
+    Finance = Annotated[Principal, Depends(allow(*FINANCE_ROLES))]
     IdempotencyKey = Annotated[
         str | None,
         Header(
@@ -125,25 +114,12 @@ def create_app(config: ApiConfig) -> FastAPI:
     ]
 
     def context_of(request: Request, principal: Principal, key: str | None) -> RequestContext:
-        if key is None:
-            raise ApiError(
-                400,
-                "idempotency_key_required",
-                "Send an Idempotency-Key header (a unique string per intended write, reused "
-                "only to retry that write).",
-            )
-        if not re.match(IDEMPOTENCY_KEY_PATTERN, key):
-            raise ApiError(
-                422,
-                "invalid_idempotency_key",
-                "The Idempotency-Key must be 1-200 letters, digits or ._:- characters.",
-            )
         return RequestContext(
             principal=principal,
             request_id=request_id_of(request),
             method=request.method,
             path=request.url.path,
-            idempotency_key=key,
+            idempotency_key=check_idempotency_key(key),
         )
 
     def respond(result: WriteResult) -> JSONResponse:
@@ -172,26 +148,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     ) -> JSONResponse:
-        customers.currency_of(customer_id)
-        for name, moment in (("from", start), ("to", end)):
-            if moment is not None and moment.utcoffset() is None:
-                raise ApiError(422, "invalid_request", f"{name} needs a time zone (e.g. Z).")
-        with pool.connection() as conn:
-            as_of, page, following = store.ledger_page(
-                conn,
-                customer_id=customer_id,
-                start=start,
-                end=end,
-                after=store.decode_cursor(cursor) if cursor else None,
-                limit=limit,
-            )
-        body = LedgerPage(
-            customer_id=customer_id,
-            as_of=as_of,
-            transactions=[LedgerTransaction.model_validate(t) for t in page],
-            next_cursor=store.encode_cursor(*following) if following else None,
+        return JSONResponse(
+            operations.ledger_page(customer_id, start=start, end=end, cursor=cursor, limit=limit)
         )
-        return JSONResponse(body.model_dump(mode="json"))
 
     @app.get(
         "/customers/{customer_id}/credits",
@@ -200,12 +159,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         summary="The customer's credit grants, pending and approved",
     )
     def customer_credits(customer_id: CustomerId, principal: Reader) -> JSONResponse:
-        customers.currency_of(customer_id)
-        with pool.connection() as conn:
-            grants = store.customer_grants(conn, customer_id)
-        return JSONResponse(
-            [CreditGrant.model_validate(grant).model_dump(mode="json") for grant in grants]
-        )
+        return JSONResponse(operations.credits(customer_id))
 
     @app.post(
         "/customers/{customer_id}/credits",
@@ -222,18 +176,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         context = context_of(request, principal, idempotency_key)
-        currency = customers.currency_of(customer_id)
-        with pool.connection() as conn:
-            result = grant_credit(
-                conn,
-                config,
-                context,
-                customer_id=customer_id,
-                customer_currency=currency,
-                request=body,
-                now=datetime.now(UTC),
-            )
-        return respond(result)
+        return respond(operations.grant_credit(context, customer_id, body))
 
     @app.post(
         "/customers/{customer_id}/credits/{grant_id}/approve",
@@ -247,17 +190,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         request: Request,
         principal: Finance,
     ) -> JSONResponse:
-        customers.currency_of(customer_id)
-        with pool.connection() as conn:
-            result = approve_grant(
-                conn,
-                config,
-                principal=principal,
-                request_id=request_id_of(request),
-                customer_id=customer_id,
-                grant_id=grant_id,
-                now=datetime.now(UTC),
-            )
+        result = operations.approve_credit(principal, request_id_of(request), customer_id, grant_id)
         return JSONResponse(result.body, status_code=result.status_code)
 
     @app.post(
@@ -275,28 +208,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         context = context_of(request, principal, idempotency_key)
-        currency = customers.currency_of(customer_id)
-        with pool.connection() as conn:
-            result = post_adjustment(
-                conn,
-                config,
-                context,
-                customer_id=customer_id,
-                customer_currency=currency,
-                request=body,
-                now=datetime.now(UTC),
-            )
-        return respond(result)
-
-    @contextmanager
-    def snapshot() -> Iterator[Snapshot]:
-        if config.snapshot_dir is None:
-            raise ApiError(503, "snapshot_unavailable", "No warehouse snapshot is configured.")
-        try:
-            with open_snapshot(config.snapshot_dir) as published:
-                yield published
-        except SnapshotUnavailable as error:
-            raise ApiError(503, "snapshot_unavailable", str(error)) from error
+        return respond(operations.adjust(context, customer_id, body))
 
     @app.get(
         "/customers/{customer_id}",
@@ -314,25 +226,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             ),
         ] = None,
     ) -> JSONResponse:
-        currency = customers.currency_of(customer_id)
-        in_period = date.fromisoformat(f"{period}-01") if period else datetime.now(UTC).date()
-        with pool.connection() as conn:
-            ledger = views.ledger_state(conn, customer_id)
-            subscriptions = views.subscription_state(conn, customer_id)
-        try:
-            with snapshot() as published:
-                warehouse: dict[str, Any] = views.warehouse_state(published, customer_id, in_period)
-        except ApiError as error:
-            warehouse = {"available": False, "message": error.message}
-        body = {
-            "customer_id": customer_id,
-            "currency": currency,
-            "ledger": ledger,
-            "subscriptions": subscriptions,
-            "warehouse": warehouse,
-            "not_built": views.NOT_BUILT,
-        }
-        return JSONResponse(views.jsonable(body))
+        return JSONResponse(operations.customer_state(customer_id, period))
 
     @app.get(
         "/explain",
@@ -347,20 +241,14 @@ def create_app(config: ApiConfig) -> FastAPI:
         event_id: Annotated[str | None, Query(max_length=255)] = None,
     ) -> JSONResponse:
         if event_id is not None:
-            with snapshot() as published:
-                return JSONResponse(views.jsonable(views.explain_event(published, event_id)))
+            return JSONResponse(operations.explain_event(event_id))
         if customer is None or metric is None or day is None:
             raise ApiError(
                 422,
                 "invalid_request",
                 "Give customer, metric and day (a billed amount), or event_id (a raw event).",
             )
-        customers.currency_of(customer)
-        with pool.connection() as conn, snapshot() as published:
-            body = views.explain_slot(
-                conn, published, customer_id=customer, meter_id=metric, day=day
-            )
-        return JSONResponse(views.jsonable(body))
+        return JSONResponse(operations.explain_slot(customer, metric, day))
 
     @app.get(
         "/anomalies",
@@ -372,8 +260,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         since: Annotated[date | None, Query(description="Findings of this day or later")] = None,
         limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     ) -> JSONResponse:
-        with snapshot() as published:
-            return JSONResponse(views.jsonable(views.anomalies(published, since, limit)))
+        return JSONResponse(operations.anomalies(since, limit))
 
     if config.stripe_webhook_secret:
         from stripe_sync.webhooks import create_webhook_app

@@ -6,6 +6,7 @@ grant record, the audit record and the stored response commit together or not at
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,24 @@ from ledger.postings import CreditKind, adjustment, credit_grant
 # hold at most 255 characters.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
 GRANT_ID_PREFIX = "api-"
+
+
+def check_idempotency_key(key: str | None) -> str:
+    """The key of a write, which every write must carry (a retry reuses it)."""
+    if key is None:
+        raise ApiError(
+            400,
+            "idempotency_key_required",
+            "Send an Idempotency-Key header (a unique string per intended write, reused "
+            "only to retry that write).",
+        )
+    if not re.match(IDEMPOTENCY_KEY_PATTERN, key):
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            "The Idempotency-Key must be 1-200 letters, digits or ._:- characters.",
+        )
+    return key
 
 
 @dataclass(frozen=True)
