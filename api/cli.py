@@ -83,49 +83,6 @@ def token(
     typer.echo(f"METERBOOK_API_TOKENS entry: {token_entry(name, role, secret)}")
 
 
-def explain(
-    customer: Annotated[
-        str | None, typer.Option(help="Customer id (with --metric, --day).")
-    ] = None,
-    metric: Annotated[str | None, typer.Option(help="Price-book meter id.")] = None,
-    day: Annotated[str | None, typer.Option(help="Usage day, e.g. 2026-10-01.")] = None,
-    event_id: Annotated[str | None, typer.Option(help="A raw event id, traced forward.")] = None,
-) -> None:
-    """Trace a billed amount back to its raw events (--customer --metric --day), or a raw event
-    forward (--event-id): the same answer as GET /explain, as JSON."""
-    import json
-    from datetime import date
-
-    import psycopg
-
-    from api import views
-    from api.errors import ApiError
-    from api.snapshot import SnapshotUnavailable, open_snapshot
-    from orchestration.settings import get_settings
-
-    settings = get_settings()
-    snapshot_dir = settings.data_dir / "api_snapshot"
-    try:
-        with open_snapshot(snapshot_dir) as snapshot:
-            if event_id is not None:
-                body = views.explain_event(snapshot, event_id)
-            elif customer and metric and day:
-                with psycopg.connect(_ledger_url(settings), autocommit=True) as conn:
-                    body = views.explain_slot(
-                        conn,
-                        snapshot,
-                        customer_id=customer,
-                        meter_id=metric,
-                        day=date.fromisoformat(day),
-                    )
-            else:
-                raise typer.BadParameter("Give --customer, --metric and --day, or --event-id.")
-    except (ApiError, SnapshotUnavailable, ValueError) as error:
-        typer.echo(getattr(error, "message", str(error)), err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps(views.jsonable(body), indent=2))
-
-
 @api_app.command("publish")
 def publish() -> None:
     """Publish the warehouse snapshot the API reads. Run it when no pipeline run is writing

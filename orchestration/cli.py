@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli import api_app, explain, serve
+from api.cli import api_app, serve
+from api.support_cli import adjust, anomalies, credits_app, customer_app, explain
 from orchestration.settings import DBT_PROJECT_DIR, LOCAL_STRIPE_PORT, Settings, get_settings
 
 # Dagster flags the beta/preview features we rely on (single-run backfills, partitioned
@@ -36,6 +37,10 @@ app.add_typer(stripe_app, name="stripe")
 app.add_typer(api_app, name="api")  # the billing API: api/cli.py
 app.command("serve")(serve)
 app.command("explain")(explain)
+app.add_typer(customer_app, name="customer")  # support tasks: api/support_cli.py
+app.add_typer(credits_app, name="credits")
+app.command("adjust")(adjust)
+app.command("anomalies")(anomalies)
 
 DEMO_CUSTOMERS = 25
 DEMO_EVENTS_PER_DAY = 20_000
