@@ -124,6 +124,14 @@ def demo(
     end_date: Annotated[
         str | None, typer.Option(help="Last day (default: yesterday, UTC).")
     ] = None,
+    serve_api: Annotated[
+        bool,
+        typer.Option(
+            "--serve-api",
+            help="Then serve the billing API on 127.0.0.1 with new demo tokens (Ctrl-C stops).",
+        ),
+    ] = False,
+    api_port: Annotated[int, typer.Option(help="The billing API's port (--serve-api).")] = 8000,
 ) -> None:
     """Generate a sample month, start the local Stripe, bill every day, print a summary."""
     from stripe_local.server import LocalStripeServer
@@ -159,6 +167,27 @@ def demo(
         "See the runs and assets in the Dagster UI: uv run meterbook ui "
         "(then open http://127.0.0.1:3000)."
     )
+    if serve_api:
+        _serve_demo_api(api_port)
+
+
+def _serve_demo_api(port: int) -> None:
+    """The billing API over the demo's data, with a new viewer and support token (this process
+    only: they are printed once and never stored)."""
+    from api.auth import Role, new_token, token_entry
+
+    tokens = {Role.VIEWER: new_token(), Role.SUPPORT: new_token()}
+    entries = [token_entry(f"demo-{role.value}", role, secret) for role, secret in tokens.items()]
+    configured = os.environ.get("METERBOOK_API_TOKENS", "").strip()
+    os.environ["METERBOOK_API_TOKENS"] = ",".join([configured, *entries] if configured else entries)
+    typer.echo("")
+    typer.echo(f"Billing API tokens for this session: viewer {tokens[Role.VIEWER]}")
+    typer.echo(f"                                     support {tokens[Role.SUPPORT]}")
+    typer.echo(
+        f"  e.g. curl -H 'Authorization: Bearer {tokens[Role.VIEWER]}' "
+        f"http://127.0.0.1:{port}/anomalies"
+    )
+    serve(host="127.0.0.1", port=port)
 
 
 @app.command()

@@ -120,3 +120,60 @@ def test_meterbook_serve_refuses_to_start_without_tokens(ledger_url: str, tmp_pa
     )
     assert result.returncode == 2
     assert "METERBOOK_API_TOKENS" in result.stderr
+
+
+def test_the_demo_serves_the_api_with_new_printed_tokens(ledger_url: str, tmp_path: Path) -> None:
+    """``meterbook demo --serve-api``'s last step: a viewer and a support token, made for this
+    session and printed once, that the served API accepts with their roles."""
+    data_dir = tmp_path / "data"
+    write_customers(data_dir / "raw" / "stripe" / "customers.csv", CUSTOMERS)
+    env = {k: v for k, v in os.environ.items() if k != "METERBOOK_API_TOKENS"} | {
+        "METERBOOK_DATA_DIR": str(data_dir),
+        "METERBOOK_LEDGER_URL": ledger_url,
+    }
+    code = "from orchestration.cli import _serve_demo_api; _serve_demo_api(0)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("Meterbook API on http://127.0.0.1:"):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        printed = "".join(lines)
+        viewer = printed.split("viewer ", 1)[1].split()[0]
+        support = printed.split("support ", 1)[1].split()[0]
+        url = lines[-1].split()[3]
+        started = time.monotonic()
+        while True:
+            try:
+                read = httpx.get(
+                    f"{url}/customers/cus_alpha", headers={"Authorization": f"Bearer {viewer}"}
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() - started < SERVE_STARTUP_SECONDS
+                time.sleep(0.1)
+        assert read.status_code == 200, read.text
+        body = {"amount_minor": "100", "currency": "usd", "reason": "demo"}
+        refused = httpx.post(
+            f"{url}/customers/cus_alpha/credits",
+            json=body,
+            headers={"Authorization": f"Bearer {viewer}", "Idempotency-Key": "demo-1"},
+        )
+        granted = httpx.post(
+            f"{url}/customers/cus_alpha/credits",
+            json=body,
+            headers={"Authorization": f"Bearer {support}", "Idempotency-Key": "demo-1"},
+        )
+        assert (refused.status_code, granted.status_code) == (403, 201), granted.text
+        assert granted.json()["requested_by"] == "demo-support"
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
