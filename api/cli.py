@@ -94,7 +94,7 @@ def publish() -> None:
 
     settings = get_settings()
     with duckdb.connect(str(settings.warehouse_path)) as conn:
-        published = publish_snapshot(conn, settings.data_dir / "api_snapshot")
+        published = publish_snapshot(conn, settings.api_snapshot_dir)
     typer.echo(
         f"Published {published.path} at {published.published_at.isoformat()}: "
         + ", ".join(f"{name} {rows:,}" for name, rows in published.rows.items())

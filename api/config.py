@@ -75,7 +75,7 @@ def config_from_env(settings: Settings, ledger_url: str) -> ApiConfig:
         max_body_bytes=int(os.environ.get("METERBOOK_API_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
         pool_size=int(os.environ.get("METERBOOK_API_POOL_SIZE", DEFAULT_POOL_SIZE)),
         stripe_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") or None,
-        snapshot_dir=settings.data_dir / "api_snapshot",
+        snapshot_dir=settings.api_snapshot_dir,
     )
 
 

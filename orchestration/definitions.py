@@ -10,6 +10,7 @@ from orchestration.anomaly_checks import (
     usage_volume_anomalies,
     usage_without_subscription,
 )
+from orchestration.assets.api_snapshot import api_snapshot
 from orchestration.assets.billing import (
     ledger_usage_accruals,
     ledger_usage_batch,
@@ -46,6 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             stripe_outbox_slots,
             stripe_meter_usage,
             finance_dbt_models,
+            api_snapshot,
         ],
         asset_checks=[
             *GX_GATES,

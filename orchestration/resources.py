@@ -36,6 +36,8 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     # DuckDB takes 80 % of RAM by default; capped, it spills large joins and sorts to disk.
     memory_limit: str = "1GB"
+    # Where the read-only copy the billing API reads is published (api/snapshot.py).
+    api_snapshot_dir: str | None = None
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -153,7 +155,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, object]:
     settings = settings or get_settings()
     return {
         "warehouse": WarehouseResource(
-            path=str(settings.warehouse_path), memory_limit=settings.duckdb_memory_limit
+            path=str(settings.warehouse_path),
+            memory_limit=settings.duckdb_memory_limit,
+            api_snapshot_dir=str(settings.api_snapshot_dir),
         ),
         "ledger": LedgerResource(
             url=_secret("METERBOOK_LEDGER_URL", None), data_dir=str(settings.ledger_data_dir)

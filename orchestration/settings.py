@@ -54,6 +54,11 @@ class Settings:
         return self.data_dir / "ledger_pg"
 
     @property
+    def api_snapshot_dir(self) -> Path:
+        """Where each run publishes the read-only copy of the marts the billing API reads."""
+        return self.data_dir / "api_snapshot"
+
+    @property
     def stripe_local_db(self) -> Path:
         return self.data_dir / "stripe_local.sqlite3"
 

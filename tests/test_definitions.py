@@ -34,6 +34,11 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
         "billing_conservation_daily",
         "metering_lag_daily",
     } <= keys
+    # The API's snapshot is published last: after the finance marts and Stripe's read-back.
+    snapshot_parents = {
+        key.to_user_string() for key in graph.get(dg.AssetKey("api_snapshot")).parent_keys
+    }
+    assert {"customer_balances", "stripe_meter_usage", "invoice_lines"} <= snapshot_parents
     assert defs.resolve_job_def("daily_billing") is not None
     assert [s.name for s in defs.schedules or []] == ["daily_billing_schedule"]
     assert [s.name for s in defs.sensors or []] == ["freshness_checks_sensor"]

@@ -7,12 +7,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import duckdb
-
-from api.snapshot import publish_snapshot
+from api.snapshot import open_snapshot
 from orchestration.runner import run_days
 from orchestration.settings import get_settings
 from tests.api.conftest import ApiServer
@@ -27,9 +26,10 @@ def _bill(first: Any, last: Any) -> None:
     assert outcomes and all(outcome.success for outcome in outcomes), outcomes
 
 
-def _publish(env: PipelineEnvironment) -> None:
-    with duckdb.connect(str(get_settings().warehouse_path)) as conn:
-        publish_snapshot(conn, env.data_dir / "api_snapshot")
+def _published_at(env: PipelineEnvironment) -> datetime:
+    """When the pipeline's run last published the API's snapshot (its last asset)."""
+    with open_snapshot(env.data_dir / "api_snapshot") as snapshot:
+        return snapshot.published_at
 
 
 def test_explain_customers_and_anomalies_while_the_pipeline_writes(
@@ -41,7 +41,7 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
     continuously while day 2 is billed (the run holds DuckDB's write lock; the API never opens
     the warehouse file, so neither fails the other); then everything is explained."""
     _bill(DAY_1, DAY_1)
-    _publish(pipeline_env)
+    first_publication = _published_at(pipeline_env)
     api = start_api(
         customers_csv=pipeline_env.data_dir / "raw" / "stripe" / "customers.csv",
         snapshot_dir=pipeline_env.data_dir / "api_snapshot",
@@ -60,12 +60,12 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
     reader = threading.Thread(target=read_continuously)
     reader.start()
     try:
-        _bill(DAY_2, DAY_2)  # writes the warehouse while the API reads
-        _publish(pipeline_env)
+        _bill(DAY_2, DAY_2)  # writes the warehouse while the API reads, then publishes
     finally:
         stop.set()
         reader.join(timeout=60)
     assert len(statuses) > 10 and set(statuses) == {200}, statuses[:20]
+    assert _published_at(pipeline_env) > first_publication
 
     with api.client("viewer") as client:
         # Back: alpha's input tokens on 1 October, one event on time and one late.
