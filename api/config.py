@@ -66,8 +66,8 @@ def config_from_env(settings: Settings, ledger_url: str) -> ApiConfig:
         ledger_url=ledger_url,
         principals=parse_tokens(os.environ.get("METERBOOK_API_TOKENS", "")),
         customers_csv=settings.raw_stripe_dir / "customers.csv",
-        currencies=price_book_currencies(),
-        meters=price_book_meters(),
+        currencies=price_book_currencies(settings.price_book_dir),
+        meters=price_book_meters(settings.price_book_dir),
         credit_limit_minor=limits,
         approval_threshold_minor=_minor(
             "METERBOOK_API_APPROVAL_THRESHOLD_MINOR", DEFAULT_APPROVAL_THRESHOLD_MINOR

@@ -18,7 +18,7 @@ import typer
 
 from api.cli import api_app, serve
 from api.support_cli import adjust, anomalies, credits_app, customer_app, explain
-from orchestration.settings import DBT_PROJECT_DIR, LOCAL_STRIPE_PORT, Settings, get_settings
+from orchestration.settings import LOCAL_STRIPE_PORT, Settings, get_settings
 
 # Dagster flags the beta/preview features we rely on (single-run backfills, partitioned
 # checks) at every load; GX draws progress bars. Neither belongs in the CLI's output.
@@ -88,7 +88,7 @@ def generate(
         customers=customers,
         events_per_day=events_per_day,
         seed=seed,
-        price_book_dir=DBT_PROJECT_DIR / "seeds",
+        price_book_dir=settings.price_book_dir,
     )
     typer.echo(
         f"Generated {days} days ({start} to {last_day}) for {customers} customers under "
@@ -475,7 +475,7 @@ def _prepare_demo_data(settings: Settings, parameters: dict[str, object]) -> Non
         customers=int(parameters["customers"]),  # type: ignore[call-overload]
         events_per_day=int(parameters["events_per_day"]),  # type: ignore[call-overload]
         seed=int(parameters["seed"]),  # type: ignore[call-overload]
-        price_book_dir=DBT_PROJECT_DIR / "seeds",
+        price_book_dir=settings.price_book_dir,
     )
     marker.write_text(json.dumps(parameters, indent=2))
     typer.echo(

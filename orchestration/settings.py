@@ -27,6 +27,8 @@ class Settings:
     # Raw usage logs (raw_dir/usage) and Stripe exports (raw_dir/stripe).
     raw_dir: Path
     warehouse_path: Path
+    # The price book's CSV files (dbt reads them as seeds; docs/pricing.md has the format).
+    price_book_dir: Path
     ledger_url: str | None
     stripe_api_base: str
     stripe_api_key: str
@@ -83,6 +85,7 @@ def get_settings() -> Settings:
         warehouse_path=Path(
             os.environ.get("METERBOOK_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")
         ).resolve(),
+        price_book_dir=price_book_dir(),
         ledger_url=os.environ.get("METERBOOK_LEDGER_URL") or None,
         stripe_api_base=api_base,
         stripe_meter_events_base=os.environ.get(
@@ -100,6 +103,13 @@ def get_settings() -> Settings:
         partitions_start_date=os.environ.get("METERBOOK_PARTITIONS_START", "2025-01-01"),
         duckdb_memory_limit=os.environ.get("METERBOOK_DUCKDB_MEMORY_LIMIT", "1GB"),
     )
+
+
+def price_book_dir() -> Path:
+    """``METERBOOK_PRICE_BOOK_DIR`` (dbt's seed path reads the same variable), else the
+    project's own price book."""
+    configured = os.environ.get("METERBOOK_PRICE_BOOK_DIR")
+    return Path(configured).resolve() if configured else DBT_PROJECT_DIR / "seeds"
 
 
 def _choice(name: str, allowed: tuple[str, ...], *, default: str) -> str:

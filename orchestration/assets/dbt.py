@@ -25,23 +25,30 @@ from crash_points import crash_point
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import WarehouseResource, dbt_project
-from orchestration.settings import DBT_PROJECT_DIR
+from orchestration.settings import DBT_PROJECT_DIR, price_book_dir
 
 
 def ensure_manifest() -> None:
-    """Parse the dbt project when its manifest is missing or older than its files.
+    """Parse the dbt project when its manifest is missing, older than its files, or parsed
+    with another price book directory.
 
     ``dagster dev`` prepares the manifest itself; the CLI, the tests and CI come through here.
     """
     manifest = dbt_project.manifest_path
-    project_files = [
-        path
-        for folder in ("models", "macros", "seeds", "tests")
-        for path in (DBT_PROJECT_DIR / folder).rglob("*")
-        if path.is_file()
-    ] + [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    prices = price_book_dir()
+    parsed_with = manifest.parent / "price_book_dir.txt"  # which price book the manifest has
+    folders = [DBT_PROJECT_DIR / name for name in ("models", "macros", "tests")] + [prices]
+    project_files = [path for folder in folders for path in folder.rglob("*") if path.is_file()] + [
+        DBT_PROJECT_DIR / "dbt_project.yml",
+        DBT_PROJECT_DIR / "profiles.yml",
+    ]
     newest = max(path.stat().st_mtime for path in project_files)
-    if manifest.exists() and manifest.stat().st_mtime >= newest:
+    if (
+        manifest.exists()
+        and manifest.stat().st_mtime >= newest
+        and parsed_with.exists()
+        and parsed_with.read_text() == str(prices)
+    ):
         return
     dbt_executable = Path(sys.executable).parent / "dbt"
     completed = subprocess.run(
@@ -65,6 +72,7 @@ def ensure_manifest() -> None:
             f"`dbt parse` failed for {DBT_PROJECT_DIR}; fix the dbt project:\n"
             f"{completed.stdout}\n{completed.stderr}"
         )
+    parsed_with.write_text(str(prices))
 
 
 ensure_manifest()
