@@ -11,7 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+
 from api.snapshot import open_snapshot
+from ledger import Ledger
 from orchestration.runner import run_days
 from orchestration.settings import get_settings
 from tests.api.conftest import ApiServer
@@ -19,6 +22,9 @@ from tests.conftest import PipelineEnvironment
 from tests.hand_fixture import ALPHA, BETA, GHOST
 from tests.pipeline.conftest import stripe_server  # noqa: F401  (the fixture)
 from tests.pipeline.test_end_to_end import DAY_1, DAY_2
+
+GRANT_KEYS = 10
+GRANT_THREADS = 5
 
 
 def _bill(first: Any, last: Any) -> None:
@@ -57,15 +63,50 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
                 statuses.append(client.get(f"/customers/{ALPHA}").status_code)
                 time.sleep(0.05)
 
-    reader = threading.Thread(target=read_continuously)
-    reader.start()
+    grants: list[tuple[int, bool]] = []
+
+    def grant_continuously(worker: int) -> None:
+        """Grants under 10 Idempotency-Keys, each sent again and again from several threads,
+        for as long as the partition runs (its ledger posting included)."""
+        number = worker
+        with api.client("support") as client:
+            while not stop.is_set():
+                key = number % GRANT_KEYS
+                response = client.post(
+                    f"/customers/{ALPHA}/credits",
+                    json={"amount_minor": str(100 + key), "currency": "usd", "reason": "outage"},
+                    headers={"Idempotency-Key": f"during-run-{key}"},
+                )
+                replayed = response.headers.get("idempotent-replayed") == "true"
+                grants.append((response.status_code, replayed))
+                number += GRANT_THREADS
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=read_continuously)] + [
+        threading.Thread(target=grant_continuously, args=(worker,))
+        for worker in range(GRANT_THREADS)
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        _bill(DAY_2, DAY_2)  # writes the warehouse while the API reads, then publishes
+        _bill(DAY_2, DAY_2)  # writes the warehouse and the ledger while the API reads and grants
     finally:
         stop.set()
-        reader.join(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
     assert len(statuses) > 10 and set(statuses) == {200}, statuses[:20]
     assert _published_at(pipeline_env) > first_publication
+    # Exactly one grant per key however often it was sent; the ledger balanced and intact.
+    assert len(grants) >= 50 and {status for status, _ in grants} == {201}, grants[:20]
+    assert sum(not replayed for _, replayed in grants) == GRANT_KEYS
+    with Ledger.connect(pipeline_env.ledger_url) as book:
+        report = book.verify(recompute_hashes=True)
+    with psycopg.connect(pipeline_env.ledger_url) as conn:
+        credit_grants = conn.execute(
+            "select count(*) from ledger.transactions where kind = 'credit_grant'"
+        ).fetchone()
+    assert report.ok, report.problems()
+    assert credit_grants == (GRANT_KEYS,)
 
     with api.client("viewer") as client:
         # Back: alpha's input tokens on 1 October, one event on time and one late.
