@@ -65,8 +65,10 @@ def ledger_balanced(ledger: LedgerResource) -> dg.AssetCheckResult:
     asset=stripe_meter_events,
     partitions_def=daily_partitions,
     description=(
-        "No dead letters in the Stripe outbox (writes Stripe refused as invalid) and nothing "
-        "left pending; lists them with Stripe's last error. A warning: it does not stop runs."
+        "No dead letters in the Stripe outbox (writes Stripe refused as invalid), nothing "
+        "left pending and no meter slot held back (waiting for an arrival day not ingested "
+        "yet); lists them with Stripe's last error or the days waited for. A warning: it does "
+        "not stop runs."
     ),
 )
 def stripe_outbox_clear(ledger: LedgerResource) -> dg.AssetCheckResult:
@@ -74,8 +76,9 @@ def stripe_outbox_clear(ledger: LedgerResource) -> dg.AssetCheckResult:
         outbox.ensure_schema(conn)
         counts = outbox.state_counts(conn)
         problems = outbox.problem_writes(conn, limit=20)
+        held_count, held = outbox.held_slots(conn, limit=20)
     return dg.AssetCheckResult(
-        passed=not counts.get("dead") and not counts.get("pending"),
+        passed=not counts.get("dead") and not counts.get("pending") and not held_count,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "outbox_states": dg.MetadataValue.json(counts),
@@ -89,6 +92,17 @@ def stripe_outbox_clear(ledger: LedgerResource) -> dg.AssetCheckResult:
                         "last_error": p.last_error,
                     }
                     for p in problems
+                ]
+            ),
+            "slots_held": held_count,
+            "held_slots": dg.MetadataValue.json(
+                [
+                    {
+                        "slot": h.slot_id,
+                        "quantity": h.quantity,
+                        "waiting_for": [day.isoformat() for day in h.waiting_for],
+                    }
+                    for h in held
                 ]
             ),
         },

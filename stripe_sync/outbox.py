@@ -4,6 +4,10 @@ An intent's ``idempotency_key`` is derived from what it bills (the slot and its 
 recording the same intent twice is a no-op and recording a *different* payload under the same key
 is an error, not an overwrite. The sender drains ``pending`` intents; a write Stripe rejects as
 invalid goes to ``dead`` with the error, for a person to look at.
+
+A slot whose usage an arrival day not yet ingested could still lower is *held*
+(``stripe_sync.held_meter_slots``): no intent is recorded for it until that day has run, because
+a meter event, once accepted, cannot be lowered by a later one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -34,6 +39,13 @@ create table if not exists stripe_sync.outbox (
     created_at timestamptz not null default now(),
     sent_at timestamptz,
     unique (operation, slot_id, revision)
+);
+create table if not exists stripe_sync.held_meter_slots (
+    slot_id text primary key,
+    usage_date date not null,
+    quantity bigint not null,
+    waiting_for text not null,
+    held_at timestamptz not null default now()
 );
 """
 
@@ -173,6 +185,21 @@ def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> N
         )
 
 
+def last_sent_per_usage_date(conn: psycopg.Connection, since: date) -> dict[date, datetime]:
+    """When a meter event of each usage date (from ``since``) was last sent: a held slot is
+    sent by the run of another day, and Stripe's count of its date must be read again."""
+    rows = conn.execute(
+        """
+        select right(slot_id, 10)::date as usage_date, max(sent_at)
+        from stripe_sync.outbox
+        where operation = 'meter_event' and state = 'sent' and right(slot_id, 10) >= %s
+        group by 1
+        """,
+        [since.isoformat()],
+    ).fetchall()
+    return {usage_date: sent_at for usage_date, sent_at in rows}
+
+
 def state_counts(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute("select state, count(*) from stripe_sync.outbox group by state").fetchall()
     return {state: int(count) for state, count in rows}
@@ -204,3 +231,63 @@ def problem_writes(conn: psycopg.Connection, limit: int = 100) -> list[ProblemWr
         [limit],
     ).fetchall()
     return [ProblemWrite(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class HeldSlot:
+    """A slot not sent yet: ``waiting_for`` names the arrival days that could still lower it."""
+
+    slot_id: str
+    usage_date: date
+    quantity: int
+    waiting_for: tuple[date, ...]
+
+
+def held_usage_dates(conn: psycopg.Connection) -> set[date]:
+    """The usage dates with a held slot: the next run plans them again, whatever it touches."""
+    rows = conn.execute("select distinct usage_date from stripe_sync.held_meter_slots").fetchall()
+    return {day for (day,) in rows}
+
+
+def replace_held_slots(
+    conn: psycopg.Connection, *, usage_dates: Iterable[date], held: Iterable[HeldSlot]
+) -> None:
+    """The held slots of ``usage_dates`` become ``held``: a slot planned again is either sent
+    (and no longer held) or held again, with what it waits for now."""
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(
+            "delete from stripe_sync.held_meter_slots where usage_date = any(%s)",
+            [sorted(usage_dates)],
+        )
+        cursor.executemany(
+            "insert into stripe_sync.held_meter_slots (slot_id, usage_date, quantity, waiting_for) "
+            "values (%s, %s, %s, %s)",
+            [
+                (
+                    slot.slot_id,
+                    slot.usage_date,
+                    slot.quantity,
+                    ", ".join(day.isoformat() for day in slot.waiting_for),
+                )
+                for slot in held
+            ],
+        )
+
+
+def held_slots(conn: psycopg.Connection, limit: int = 100) -> tuple[int, list[HeldSlot]]:
+    """How many slots are held, and the oldest ``limit`` of them."""
+    count_row = conn.execute("select count(*) from stripe_sync.held_meter_slots").fetchone()
+    rows = conn.execute(
+        "select slot_id, usage_date, quantity, waiting_for from stripe_sync.held_meter_slots "
+        "order by usage_date, slot_id limit %s",
+        [limit],
+    ).fetchall()
+    return int(count_row[0]) if count_row else 0, [
+        HeldSlot(
+            slot_id=slot_id,
+            usage_date=usage_date,
+            quantity=int(quantity),
+            waiting_for=tuple(date.fromisoformat(d) for d in waiting_for.split(", ") if d),
+        )
+        for slot_id, usage_date, quantity, waiting_for in rows
+    ]

@@ -4,7 +4,9 @@ Both compare what is rated now with what was already posted or sent, and write o
 difference under keys derived from the slot and revision, so any re-run is harmless.
 """
 
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -21,6 +23,8 @@ from orchestration import ledger_batches
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
+from orchestration.settings import get_settings
+from orchestration.stripe_holds import hold_unsettled, unsettled_customer_days
 from stripe_sync import outbox
 from stripe_sync.meter_event_stream import send_pending_meter_events_stream
 from stripe_sync.meter_events import (
@@ -30,6 +34,7 @@ from stripe_sync.meter_events import (
     plan_meter_events,
     send_pending_meter_events,
 )
+from stripe_sync.outbox import HeldSlot, OutboxIntent
 
 BILLABLE_USAGE = dg.AssetKey("billable_usage_daily")
 INVOICE_LINES = dg.AssetKey("invoice_lines")
@@ -160,6 +165,51 @@ def ledger_usage_accruals(
     )
 
 
+@dataclass(frozen=True)
+class StripeUsagePlan:
+    """What a run sends to Stripe: the usage dates it planned, the intents (increases only),
+    the slots that went down since they were sent, and the slots it holds back."""
+
+    usage_dates: set[date]
+    intents: list[OutboxIntent]
+    decreases: list[str]
+    held: list[HeldSlot]
+
+
+def plan_stripe_usage(
+    conn: duckdb.DuckDBPyConnection,
+    outbox_conn: psycopg.Connection,
+    *,
+    raw_usage_dir: Path,
+    touched: set[date],
+) -> StripeUsagePlan:
+    """Plan the touched usage dates and those with a slot held by an earlier run (a held slot
+    is planned again whichever days a run touches, so it is sent once its days ran); a slot an
+    outstanding arrival day could still lower is held, not sent (``orchestration.stripe_holds``)."""
+    usage_dates = touched | outbox.held_usage_dates(outbox_conn)
+    slots, held = hold_unsettled(
+        (
+            MeterSlot(customer_id=c, meter_id=m, usage_date=d, quantity=int(quantity))
+            for c, m, d, _, _, quantity in billable_rows(conn, usage_dates)
+        ),
+        unsettled_customer_days(conn, raw_usage_dir, usage_dates),
+    )
+    intents, decreases = plan_meter_events(
+        slots,
+        recorded=outbox.slot_totals(outbox_conn, METER_EVENT_OPERATION),
+        usage_dates=usage_dates,
+    )
+    return StripeUsagePlan(usage_dates, intents, decreases, held)
+
+
+def record_stripe_usage_plan(outbox_conn: psycopg.Connection, plan: StripeUsagePlan) -> int:
+    """Record the plan's intents and held slots in one transaction; returns the new intents."""
+    with outbox_conn.transaction():
+        recorded = outbox.record_intents(outbox_conn, plan.intents)
+        outbox.replace_held_slots(outbox_conn, usage_dates=plan.usage_dates, held=plan.held)
+    return recorded
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -169,7 +219,8 @@ def ledger_usage_accruals(
     description=(
         "Usage sent to Stripe Billing Meters through the outbox: one meter event per customer, "
         "meter and day revision, with a deterministic identifier, in batches of 100 on the v2 "
-        "meter event stream (or one per request on v1)."
+        "meter event stream (or one per request on v1). A slot that an arrival day not yet "
+        "ingested could still lower is held (stripe_sync.held_meter_slots) until that day ran."
     ),
 )
 def stripe_meter_events(
@@ -179,27 +230,23 @@ def stripe_meter_events(
     stripe: StripeResource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    with warehouse.connect() as conn:
-        usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
-        rows = billable_rows(conn, usage_dates)
+    with (
+        psycopg.connect(ledger.resolved_url(), autocommit=True) as pg,
+        warehouse.connect() as conn,
+    ):
+        outbox.ensure_schema(pg)
+        touched = touched_usage_dates(conn, window.start.date(), window.end.date())
+        plan = plan_stripe_usage(
+            conn, pg, raw_usage_dir=get_settings().raw_usage_dir, touched=touched
+        )
         meters = conn.execute(
             "select meter_id, description from price_book_meters order by meter_id"
         ).fetchall()
-    slots = [
-        MeterSlot(customer_id=c, meter_id=m, usage_date=d, quantity=int(quantity))
-        for c, m, d, _, _, quantity in rows
-    ]
     client = stripe.client()
     ensure_meters(client, meters)
     crash_point("stripe.after_meters_ensured")
     with psycopg.connect(ledger.resolved_url(), autocommit=True) as conn:
-        outbox.ensure_schema(conn)
-        intents, decreases = plan_meter_events(
-            slots,
-            recorded=outbox.slot_totals(conn, METER_EVENT_OPERATION),
-            usage_dates=usage_dates,
-        )
-        recorded = outbox.record_intents(conn, intents)
+        recorded = record_stripe_usage_plan(conn, plan)
         crash_point("stripe.after_intents_recorded")
         if stripe.meter_events_api == "stream":
             report = send_pending_meter_events_stream(conn, client, stripe.client_with_key)
@@ -207,11 +254,18 @@ def stripe_meter_events(
             report = send_pending_meter_events(conn, client)
         states = outbox.state_counts(conn)
     crash_point("stripe.after_send")
-    for decrease in decreases:
+    for decrease in plan.decreases:
         context.log.warning(f"Usage went down after it was sent to Stripe: {decrease}")
+    waiting_for = sorted({day.isoformat() for slot in plan.held for day in slot.waiting_for})
+    if plan.held:
+        context.log.warning(
+            f"{len(plan.held)} meter slots held back: arrival days {', '.join(waiting_for)} "
+            "have raw files not ingested yet, which could still lower them (a meter event "
+            "cannot be lowered once sent); a run after those days sends them."
+        )
     context.log.info(
         f"Stripe: {recorded} new intents, {report.sent} sent in {report.attempts} attempts, "
-        f"{report.dead} dead, {report.still_pending} still pending"
+        f"{report.dead} dead, {report.still_pending} still pending, {len(plan.held)} slots held"
     )
     if report.still_pending:
         raise dg.Failure(
@@ -224,7 +278,9 @@ def stripe_meter_events(
             "meter_events_sent": report.sent,
             "send_attempts": report.attempts,
             "dead_letters": report.dead,
-            "usage_decreases_not_sent": dg.MetadataValue.json(decreases),
+            "usage_decreases_not_sent": dg.MetadataValue.json(plan.decreases),
+            "slots_held": len(plan.held),
+            "held_waiting_for_arrival_days": dg.MetadataValue.json(waiting_for),
             "outbox_states": dg.MetadataValue.json(states),
         }
     )

@@ -1,8 +1,9 @@
 """The ledger in the warehouse, for the marts finance reads next to the rated usage."""
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import psycopg
 
 from crash_points import crash_point
@@ -15,6 +16,7 @@ from orchestration.assets.billing import (
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
+from stripe_sync import outbox
 from stripe_sync.meter_events import ensure_meters
 from stripe_sync.meter_usage import ensure_schema as ensure_meter_usage_schema
 from stripe_sync.meter_usage import month_bounds, read_meter_usage, store_meter_usage
@@ -104,6 +106,8 @@ def stripe_outbox_slots(
 
 
 STRIPE_METER_USAGE = dg.AssetKey("stripe_meter_usage")
+# Stripe takes meter events up to 35 days old; older usage dates are never sent again.
+STRIPE_METER_EVENT_MAX_AGE_DAYS = 35
 
 
 @dg.asset(
@@ -121,12 +125,20 @@ STRIPE_METER_USAGE = dg.AssetKey("stripe_meter_usage")
     ),
 )
 def stripe_meter_usage(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, stripe: StripeResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    ledger: LedgerResource,
+    stripe: StripeResource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
+    oldest_sendable = window.start.date() - timedelta(days=STRIPE_METER_EVENT_MAX_AGE_DAYS)
+    with psycopg.connect(ledger.resolved_url(), autocommit=True) as pg:
+        outbox.ensure_schema(pg)
+        last_sent = outbox.last_sent_per_usage_date(pg, since=oldest_sendable)
     with warehouse.connect() as conn:
         ensure_meter_usage_schema(conn)
         usage_dates = touched_usage_dates(conn, window.start.date(), window.end.date())
+        usage_dates |= sent_since_read(conn, last_sent)
         # Stripe's counts can only have changed where this partition rated (and sent) usage:
         # read those customers and meters, over the touched days' range.
         ranges = [
@@ -159,6 +171,22 @@ def stripe_meter_usage(
             "metered_days": stored,
         }
     )
+
+
+def sent_since_read(conn: duckdb.DuckDBPyConnection, last_sent: dict[date, datetime]) -> set[date]:
+    """Usage dates with a meter event sent after Stripe's count of that date was last read:
+    a slot held back is sent by the run of another arrival day, which does not touch its
+    date."""
+    if not last_sent:
+        return set()
+    read = dict(
+        conn.execute(
+            "select usage_date, max(read_at) from stripe_sync.meter_usage_daily "
+            "where usage_date in (select unnest(?::date[])) group by usage_date",
+            [sorted(last_sent)],
+        ).fetchall()
+    )
+    return {day for day, sent_at in last_sent.items() if day not in read or read[day] < sent_at}
 
 
 def _days_by_period(days: set[date]) -> dict[date, list[date]]:

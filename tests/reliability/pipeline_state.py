@@ -171,6 +171,8 @@ class PipelineFingerprint:
     outbox: tuple[tuple[str, str, int, int, str], ...]
     outbox_pending: int
     outbox_dead: int
+    # Slots held back (waiting for an arrival day not ingested yet): none once every day ran.
+    meter_slots_held: int
     # Exactly once between the two: meter events whose identifier no outbox write has (sent
     # by something else, or under another identifier), and writes the outbox holds as sent
     # that Stripe does not have.
@@ -195,6 +197,8 @@ class PipelineFingerprint:
         ]
         if self.outbox_pending or self.outbox_dead:
             found.append(f"outbox: {self.outbox_pending} pending, {self.outbox_dead} dead")
+        if self.meter_slots_held:
+            found.append(f"{self.meter_slots_held} meter slot(s) held back, not sent")
         if self.stripe_events_not_in_outbox:
             found.append(
                 f"{self.stripe_events_not_in_outbox} meter event(s) at Stripe not in the outbox"
@@ -257,6 +261,7 @@ def fingerprint(settings: Settings, stripe: StripeSource) -> PipelineFingerprint
         ledger_totals = _ledger_totals(conn)
         transactions = _scalar(conn, "select count(*) from ledger.transactions")
         outbox = _outbox(conn)
+        held = _held_slots(conn)
         ledger_duplicates = [
             (f"postgres {key.name}", _pg_duplicates(conn, key)) for key in LEDGER_NATURAL_KEYS
         ]
@@ -274,6 +279,7 @@ def fingerprint(settings: Settings, stripe: StripeSource) -> PipelineFingerprint
         outbox=outbox,
         outbox_pending=sum(1 for row in outbox if row[4] == "pending"),
         outbox_dead=sum(1 for row in outbox if row[4] == "dead"),
+        meter_slots_held=held,
         stripe_events_not_in_outbox=len(identifiers - {row[0] for row in outbox}),
         outbox_sent_not_at_stripe=len({row[0] for row in outbox if row[4] == "sent"} - identifiers),
         duplicate_rows=tuple(
@@ -321,6 +327,15 @@ def _outbox(conn: psycopg.Connection) -> tuple[tuple[str, str, int, int, str], .
         "select idempotency_key, slot_id, revision, quantity_delta, state from stripe_sync.outbox"
     ).fetchall()
     return tuple(sorted((k, s, int(r), int(q), state) for k, s, r, q, state in rows))
+
+
+def _held_slots(conn: psycopg.Connection) -> int:
+    exists = conn.execute(
+        "select to_regclass('stripe_sync.held_meter_slots') is not null"
+    ).fetchone()
+    if not (exists and exists[0]):
+        return 0
+    return _scalar(conn, "select count(*) from stripe_sync.held_meter_slots")
 
 
 def _pg_duplicates(conn: psycopg.Connection, key: NaturalKey) -> int | None:
