@@ -55,6 +55,7 @@ SNAPSHOT_QUERIES: dict[str, str] = {
     "customer_plan_days": "select * from int_customer_plan_days",
     "meters": "select * from price_book_meters",
     "price_book_charge_tiers": "select * from price_book_charge_tiers",
+    "customer_entitlements_daily": "select * from customer_entitlements_daily",
     "anomaly_findings": "select * from quality.anomaly_findings",
     "reconciliation_discrepancies": "select * from reconciliation_discrepancies",
 }

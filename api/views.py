@@ -18,8 +18,6 @@ from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
 
 MAX_EXPLAINED_EVENTS = 10_000
 NOT_BUILT = {
-    "spend_cap": "Spend caps and entitlements are not built yet.",
-    "entitlement": "Spend caps and entitlements are not built yet.",
     "credit_consumption": "Usage does not consume credit grants yet: a grant's remaining amount "
     "is what was granted, less reversals.",
 }
@@ -172,7 +170,24 @@ def warehouse_state(snapshot: Snapshot, customer_id: str, today: date) -> dict[s
         "current_period": {"start_date": start, "end_date": end},
         "usage_to_date": usage,
         "allowances": _allowances(snapshot, customer_id, start, end),
+        "entitlement": _entitlement(snapshot, customer_id, start, end),
     }
+
+
+def _entitlement(snapshot: Snapshot, customer_id: str, start: date, end: date) -> dict | None:
+    """The spend cap and entitlement state as of the period's last rated day (None before
+    any usage is rated in the period)."""
+    if not snapshot.has("customer_entitlements_daily"):
+        return None
+    rows = snapshot.rows(
+        "select usage_date as through_date, entitlement_state as state, "
+        "period_to_date_spend_minor as spend_minor, spend_cap_minor, warning_share, "
+        "over_cap_minor, credit_balance_minor from customer_entitlements_daily "
+        "where customer_id = ? and usage_date >= ? and usage_date < ? "
+        "order by usage_date desc limit 1",
+        [customer_id, start, end],
+    )
+    return rows[0] if rows else None
 
 
 def _allowances(snapshot: Snapshot, customer_id: str, start: date, end: date) -> list[dict]:

@@ -515,6 +515,11 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
     typer.echo("  billed per customer (invoice lines, rounded once):")
     for bill in figures.bills:
         typer.echo(f"      {bill.customer_id}  {format_minor(bill.amount_minor, bill.currency)}")
+    states = figures.entitlement_states
+    typer.echo(
+        "  spend caps (last day):  "
+        + ", ".join(f"{state} {states.get(state, 0):,}" for state in ("ok", "warning", "capped"))
+    )
     typer.echo(f"  ledger transactions:    {figures.ledger_transactions:,}")
     typer.echo(f"  ledger balanced:        {'yes' if figures.ledger_balanced else 'NO'}")
     typer.echo(f"  ledger content hash:    {figures.ledger_content_hash}")

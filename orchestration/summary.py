@@ -32,6 +32,8 @@ class PipelineSummary:
     ledger_content_hash: str
     usage_revenue_minor: Decimal
     outbox_states: dict[str, int] = field(default_factory=dict)
+    # Per entitlement state (ok / warning / capped): customers in it on their last rated day.
+    entitlement_states: dict[str, int] = field(default_factory=dict)
 
     @property
     def lines_conserved(self) -> bool:
@@ -54,6 +56,11 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
             "select customer_id, currency, sum(amount_minor) from invoice_lines "
             "group by 1, 2 order by 3 desc, 1"
         ).fetchall()
+        entitlements = conn.execute(
+            "select entitlement_state, count(*) from (select customer_id, "
+            "arg_max(entitlement_state, usage_date) as entitlement_state "
+            "from customer_entitlements_daily group by customer_id) group by 1 order by 1"
+        ).fetchall()
     assert counts is not None
     with Ledger.connect(ledger_url) as book:
         report = book.verify()
@@ -73,6 +80,7 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         ledger_content_hash=report.content_hash,
         usage_revenue_minor=revenue,
         outbox_states=states,
+        entitlement_states={state: int(n) for state, n in entitlements},
     )
 
 

@@ -53,6 +53,17 @@ def rated_warehouse(path: Path) -> None:
                    flat_fee_minor)
             """
         )
+        conn.execute(
+            """
+            create table customer_entitlements_daily as select * from (values
+                ('cus_alpha', date '2026-10-02', 'warning', cast(90 as decimal(38, 12)),
+                 cast(100 as decimal(38, 12)), cast(0.8 as decimal(6, 4)),
+                 cast(0 as decimal(38, 12)), cast(300 as decimal(38, 12))),
+                ('cus_alpha', date '2026-10-03', 'capped', 120, 100, 0.8, 20, 300)
+            ) as t(customer_id, usage_date, entitlement_state, period_to_date_spend_minor,
+                   spend_cap_minor, warning_share, over_cap_minor, credit_balance_minor)
+            """
+        )
         publish_snapshot(conn, path.parent / "api_snapshot")
 
 
@@ -72,6 +83,17 @@ def test_allowance_used_and_left_as_of_the_last_rated_day(tmp_path: Path) -> Non
         }
     ]
     assert november["allowances"] == []
+    # The spend cap as of the period's last rated day; none in a period not rated yet.
+    assert state["entitlement"] == {
+        "through_date": date(2026, 10, 3),
+        "state": "capped",
+        "spend_minor": Decimal(120),
+        "spend_cap_minor": Decimal(100),
+        "warning_share": Decimal("0.8"),
+        "over_cap_minor": Decimal(20),
+        "credit_balance_minor": Decimal(300),
+    }
+    assert november["entitlement"] is None
 
 
 def test_a_daysrating_inputs_name_the_tiers_in_force_and_the_allowance(tmp_path: Path) -> None:

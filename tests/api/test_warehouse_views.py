@@ -162,7 +162,10 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
         usage = {u["meter_id"]: u for u in state["warehouse"]["usage_to_date"]}
         assert int(usage["nimbus_small__input_tokens"]["quantity_units"]) == 510_000
         assert state["warehouse"]["plan"]["plan_id"] == "starter"
-        assert set(state["not_built"]) == {"spend_cap", "entitlement", "credit_consumption"}
+        assert set(state["not_built"]) == {"credit_consumption"}
+        entitlement = state["warehouse"]["entitlement"]  # Starter's cap: 2,500 a month
+        assert (entitlement["state"], entitlement["spend_cap_minor"]) == ("ok", "2500")
+        assert entitlement["spend_minor"] == "27.2"
         assert state["warehouse"]["allowances"] == []  # the hand fixture's plans include none
 
         findings = client.get("/anomalies")

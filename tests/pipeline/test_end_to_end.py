@@ -21,6 +21,7 @@ from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from orchestration.summary import collect_summary
 from tests.conftest import PipelineEnvironment
 from tests.hand_fixture import (
     EXPECTED_COUNTS,
@@ -149,6 +150,9 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert accuracy == [(2, 2, Decimal(1), 0, 0)]  # both customers' October invoices, exact
     assert discrepancies == []
     assert _float_money_columns() == []
+    # Spend caps: both customers far below their plan's cap; the summary counts them.
+    figures = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
+    assert figures.entitlement_states == {"ok": 2}
     events = local_meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
     sent: dict[tuple[str, str], int] = {}
