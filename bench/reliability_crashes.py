@@ -6,17 +6,17 @@
 
 Every crash point of ``tests/reliability/crashes.py`` is fired: the pipeline (``run_days`` in a
 child process of its own session, as ``meterbook backfill`` runs it) kills itself with SIGKILL at
-the point, or the real webhook receiver (``meterbook stripe webhooks``) does. Pipeline points run
-in chains, one chain per writing step, each in its own scenario (data directory, ledger database,
-local Stripe): a run killed at each point of the chain in turn, each run being the re-run of the
-previous crash, then a last run without a crash point; its end state is compared with a clean
-run's (``pipeline_state.fingerprint``: ledger content hash and totals, Stripe's usage per
-customer, meter and day, the outbox, duplicate rows, the warehouse tables' content; and the line
-counts), and with what the rated slots call for (``crashes.derived_state``, the reduced test's
-expectation). Right after each crash the ledger's invariants and Stripe's identifiers are
-checked too. Webhook points each kill a receiver of their own; Stripe redelivers what got no 2xx
-(or the stored events are re-processed); the end state is compared with an uninterrupted in-order
-delivery's. Exit status 1 when a check fails (the section is written all the same, saying so).
+the point, or the real webhook receiver (``meterbook stripe webhooks``) does. Pipeline points run in
+chains, one chain per writing step, each in its own scenario (data directory, ledger database, local
+Stripe): a run killed at each point of the chain in turn, each run being the re-run of the previous
+crash, then a last run without a crash point; its end state is compared with a clean run's
+(``pipeline_state.fingerprint``: ledger content hash and totals, Stripe's usage per customer, meter
+and day, the outbox, duplicate rows, the warehouse tables' content; and the line counts), and with
+what the rated slots call for (``crashes.derived_state``). Right after each crash the ledger's
+invariants and Stripe's identifiers are checked too. Webhook points each kill a receiver of their
+own; Stripe redelivers what got no 2xx (or the stored events are re-processed); the end state is
+compared with an uninterrupted in-order delivery's. Exit status 1 when a check fails (the section is
+written all the same, saying so).
 """
 
 from __future__ import annotations
@@ -175,10 +175,10 @@ def _section(
         SECTION,
         "",
         f"Produced by `{COMMAND}` (the full form of `tests/reliability/test_crashes.py`; CI "
-        "runs that test reduced: one pipeline point, `stripe.after_request_before_outbox_update`, "
-        "its expectation derived from the rated slots instead of a clean run, and one receiver "
-        "point, `webhooks.mid_process:8`, with 60 events: "
-        "`uv run --frozen pytest -m reliability tests/reliability/test_crashes.py`).",
+        "runs it reduced: one pipeline point, `stripe.after_request_before_outbox_update`, "
+        "inside `tests/reliability/test_reruns.py` against the clean run the harness shares, "
+        "and one receiver point, `webhooks.mid_process:8`, with 60 events: "
+        "`CI=true uv run --frozen pytest -m reliability tests/reliability`).",
         "",
         f"Last run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {scale.days} arrival days, "
         f"{scale.customers} customers, {scale.events_per_day} events a day (seed "

@@ -266,9 +266,9 @@ def _section(
         SECTION,
         "",
         f"Produced by `{COMMAND}` (the full form of `tests/reliability/test_reruns.py`; CI runs "
-        "that test reduced: two days, day 2 before day 1, then both again as one backfill, "
-        "against one backfill of both: "
-        "`uv run --frozen pytest -m reliability tests/reliability/test_reruns.py`).",
+        "that test reduced: two days, day 2 before day 1 (the day-1 run killed after Stripe "
+        "accepted a batch), then both again as one backfill, against the clean run the harness "
+        "shares: `CI=true uv run --frozen pytest -m reliability tests/reliability`).",
         "",
         f"Last run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, scale {scale_name}: "
         f"{scale.days} days from {reruns.FIRST_DAY.isoformat()} ({scale.customers} customers, "

@@ -161,8 +161,9 @@ def _section(
         SECTION,
         "",
         f"Produced by `{COMMAND}` (the full form of `tests/reliability/test_stripe_fault_rates.py`;"
-        " CI runs that test reduced, one day of one customer at 10, 30 and 50 %: "
-        "`uv run --frozen pytest -m reliability tests/reliability/test_stripe_fault_rates.py`).",
+        " CI runs that test reduced: the clean run the harness shares (2 days of 3 customers) "
+        "sent again at 10, 30 and 50 % through the job's Stripe steps alone, on v1: "
+        "`CI=true uv run --frozen pytest -m reliability tests/reliability`).",
         "",
         f"Last run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, scale {scale_name}: {scale.days} days "
         f"from {kit.FIRST_DAY.isoformat()}, {scale.customers} customers, "

@@ -554,13 +554,18 @@ class Outcome:
 
 def interim_problems(run: Scenario) -> list[str]:
     """What must hold right after any crash: the ledger's invariants, nothing twice at Stripe."""
+    return crash_invariant_problems(run.ledger_url, run.server)
+
+
+def crash_invariant_problems(ledger_url: str, server: LocalStripeServer) -> list[str]:
+    """The ledger's invariants and no meter event identifier twice at Stripe, in any state."""
     problems = []
     try:
-        with Ledger.connect(run.ledger_url) as book:
+        with Ledger.connect(ledger_url) as book:
             problems += book.verify(recompute_hashes=True).problems()
     except psycopg.Error as error:
         problems.append(f"the ledger cannot be read: {error}")
-    identifiers = Counter(e["identifier"] for e in run.server.store.meter_events())
+    identifiers = Counter(e["identifier"] for e in server.store.meter_events())
     twice = sorted(i for i, n in identifiers.items() if n > 1)
     if twice:
         problems.append(f"meter event identifiers twice at Stripe: {twice[:3]}")

@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import psycopg
+
 from ingestion.sample_data import MessRates, generate_sample_data
 from orchestration.runner import RunOutcome, prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
 from stripe_local.server import LocalStripeServer
+from tests.reliability import crashes
 from tests.reliability.pipeline_state import PipelineFingerprint, fingerprint
 
 SCALE_VARIABLE = "METERBOOK_RELIABILITY_SCALE"
@@ -222,6 +227,44 @@ class Pipeline:
         assert self.server is not None
         return fingerprint(get_settings(), self.server)
 
+    def run_killed_at(self, unit: Unit, crash_at: str) -> crashes.ChildResult:
+        """One Dagster run of the unit's days in a child process (as ``meterbook backfill``)
+        that kills itself with SIGKILL at the crash point ``crash_at``."""
+        self.activate()
+        assert self.server is not None
+        command = [
+            sys.executable,
+            "-m",
+            "tests.reliability.crash_child",
+            unit[0].isoformat(),
+            unit[1].isoformat(),
+            "--chunk-days",
+            str(self.scale.days),
+        ]
+        settings = get_settings()
+        crash = crashes.point(crash_at)
+        environment = crashes.child_environment(
+            {
+                "METERBOOK_DATA_DIR": str(settings.data_dir),
+                "METERBOOK_LEDGER_URL": self.ledger_url,
+                "METERBOOK_WAREHOUSE_PATH": str(settings.warehouse_path),
+                "METERBOOK_STRIPE_API_BASE": self.server.url,
+                "METERBOOK_STRIPE_LOCAL_AUTOSTART": "0",
+                **dict(crash.environment),
+                crashes.CRASH_VARIABLE: crash.at,
+            }
+        )
+        started = time.monotonic()
+        result = crashes.run_child(command, environment)
+        self.run_seconds.append(time.monotonic() - started)
+        return result
+
+    def dagster_runs_started(self) -> list[str]:
+        """Runs of this pipeline's Dagster instance still marked started (a dead process's)."""
+        self.activate()
+        instance = prepare_instance(get_settings())
+        return [run.run_id for run in instance.get_runs() if run.status.value == "STARTED"]
+
 
 def write_raw_files(data_dir: Path, scale: RerunScale, seed: int = SEED) -> None:
     generate_sample_data(
@@ -264,3 +307,49 @@ def run_pass(target: Pipeline, units: list[Unit]) -> PassResult:
     started = time.monotonic()
     failed = [unit for unit in units if not target.run(unit).success]
     return PassResult(units, failed, target.fingerprint(), time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A clean pipeline, run once (every day as one backfill) and stopped: what the re-run,
+    crash and Stripe fault tests compare with. Its local Stripe's state stays in its file."""
+
+    scale: RerunScale
+    data_dir: Path
+    ledger_url: str
+    state: PipelineFingerprint
+    seconds: float
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+
+def run_baseline(data_dir: Path, ledger_url: str, scale: RerunScale, set_env: SetEnv) -> Baseline:
+    """Bill every day of ``scale`` once, as one backfill, in a fresh pipeline."""
+    with pipeline("clean", data_dir, ledger_url, scale, set_env) as clean:
+        started = time.monotonic()
+        outcome = clean.run((FIRST_DAY, scale.last_day))
+        seconds = time.monotonic() - started
+        if not outcome.success:
+            raise AssertionError(f"the clean run failed: {outcome}")
+        state = clean.fingerprint()
+    return Baseline(scale, data_dir, ledger_url, state, seconds)
+
+
+def new_database(server_url: str, prefix: str) -> str:
+    """An empty database on the server ``server_url`` (its ``postgres`` database's URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return server_url.replace("/postgres?", f"/{name}?", 1)
+
+
+def drop_database(server_url: str, database_url: str) -> None:
+    name = database_url.split("/")[-1].split("?")[0]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')

@@ -8,7 +8,12 @@ database and local Stripe with a ``FaultPlan``); the days are billed as one back
 up, up to ``MAX_RUNS`` runs. Then Stripe must hold exactly the usage the pipeline rated, per
 customer, meter and day, each meter event once, every outbox write sent; and everything the run
 left (``pipeline_state.fingerprint``, ledger content hash included) must be what the same days
-leave without faults.
+leave without faults (``bill_at_rate``: the full form).
+
+The reduced form (``resend_at_rate``) leaves ingestion and dbt out, whose cost is most of a run
+and which faults at Stripe do not reach: it sends the shared clean run's rated usage again
+through the job's Stripe steps alone, into a fresh outbox and a faulty local Stripe, and
+compares Stripe, the outbox and the read-back with the clean run's.
 
 Attempts per write: the outbox counts the requests its sender made for each write (a timeout
 and a lost answer included: the server saw them), summed over runs; on the v2 stream a write's
@@ -18,19 +23,22 @@ attempts are those of its batch.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import psycopg
 
 from ingestion.sample_data import generate_sample_data
+from orchestration.partitions import daily_partitions
 from orchestration.resources import ledger_url_outside_dagster
 from orchestration.runner import prepare_instance, run_days
-from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from orchestration.settings import DBT_PROJECT_DIR, Settings, get_settings
 from stripe_local.faults import FaultPlan
 from stripe_local.server import LocalStripeServer
 from tests.reliability.pipeline_state import (
@@ -38,6 +46,7 @@ from tests.reliability.pipeline_state import (
     fingerprint,
     stripe_usage_by_slot,
 )
+from tests.reliability.reruns import Baseline
 
 SCALE_VARIABLE = "METERBOOK_RELIABILITY_SCALE"
 FIRST_DAY = date(2026, 10, 1)
@@ -200,6 +209,86 @@ def bill_at_rate(
             rated=rated_quantities(settings.warehouse_path),
             metered=stripe_usage_by_slot(server),
         )
+
+
+# The Stripe steps of the daily job: sending, the outbox's totals and the read-back.
+STRIPE_STEPS = ("stripe_meter_events", "stripe_outbox_slots", "stripe_meter_usage")
+
+
+def resend_at_rate(
+    rate: float, baseline: Baseline, data_dir: Path, ledger_url: str, set_env: SetEnv
+) -> RateResult:
+    """Send a clean pipeline's rated usage again, to a fresh local Stripe that injects faults at
+    ``rate``, through the job's Stripe steps alone (no ingestion or dbt: their output is the
+    baseline's warehouse, copied) into a fresh outbox, on v1 so that every meter event is a
+    request a fault can hit; run again while a run fails, as the next day's run would."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(baseline.warehouse_path, data_dir / "warehouse.duckdb")
+    plan = FaultPlan(
+        rate=rate, kinds=FAULT_KINDS, seed=FAULT_SEED, timeout_seconds=FAULT_TIMEOUT_SECONDS
+    )
+    with LocalStripeServer(
+        db_path=data_dir / "stripe_local.sqlite3",
+        now=baseline.scale.stripe_now,
+        seed_customers_csv=baseline.raw_dir / "stripe" / "customers.csv",
+        faults=plan,
+    ) as server:
+        set_env("METERBOOK_DATA_DIR", str(data_dir))
+        set_env("METERBOOK_RAW_DIR", str(baseline.raw_dir))
+        set_env("METERBOOK_LEDGER_URL", ledger_url)
+        set_env("METERBOOK_WAREHOUSE_PATH", str(data_dir / "warehouse.duckdb"))
+        set_env("METERBOOK_STRIPE_API_BASE", server.url)
+        set_env("METERBOOK_STRIPE_TIMEOUT_SECONDS", str(CLIENT_TIMEOUT_SECONDS))
+        set_env("METERBOOK_STRIPE_METER_EVENTS_API", "v1")
+        settings = get_settings()
+        instance = prepare_instance(settings)
+        job = _stripe_steps_job(settings)
+        tags = {
+            "dagster/asset_partition_range_start": FIRST_DAY.isoformat(),
+            "dagster/asset_partition_range_end": baseline.scale.last_day.isoformat(),
+        }
+        started = time.monotonic()
+        runs, success = 0, False
+        while runs < MAX_RUNS and not success:
+            runs += 1
+            success = job.execute_in_process(
+                instance=instance, tags=tags, raise_on_error=False
+            ).success
+        seconds = time.monotonic() - started
+        injected = dict(plan.describe()["injected"])
+        answered_by_fault = sum(n for kind, n in injected.items() if kind != "lost")
+        writes, attempts, attempts_max = _outbox_attempts(ledger_url)
+        return RateResult(
+            rate=rate,
+            meter_events_api="v1",
+            runs=runs,
+            success=success,
+            seconds=seconds,
+            injected=injected,
+            requests_seen=server.store.counter("requests") + answered_by_fault,
+            writes=writes,
+            write_attempts=attempts,
+            write_attempts_max=attempts_max,
+            write_requests_carried_out=sum(
+                server.store.counter(f"requests:{route}") for route in WRITE_ROUTES
+            ),
+            idempotent_replays=server.store.counter("idempotent_replays"),
+            fingerprint=fingerprint(settings, server),
+            rated=rated_quantities(settings.warehouse_path),
+            metered=stripe_usage_by_slot(server),
+        )
+
+
+def _stripe_steps_job(settings: Settings) -> dg.JobDefinition:
+    from orchestration.definitions import build_definitions
+
+    job = dg.define_asset_job(
+        "stripe_steps",
+        selection=dg.AssetSelection.assets(*STRIPE_STEPS),
+        partitions_def=daily_partitions,
+    )
+    definitions = dg.Definitions.merge(build_definitions(settings), dg.Definitions(jobs=[job]))
+    return definitions.resolve_job_def("stripe_steps")
 
 
 def rated_quantities(warehouse_path: Path) -> dict[tuple[str, str, str], int]:

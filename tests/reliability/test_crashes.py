@@ -1,26 +1,22 @@
-"""Reliability: the pipeline and the webhook receiver killed with SIGKILL, then run again.
+"""Reliability: the webhook receiver killed with SIGKILL, then redelivered to.
 
 The reduced form CI runs (``tests/reliability/crashes.py`` has the points and the machinery;
-``bench/reliability_crashes.py`` runs every point against a clean run and writes the table in
-docs/reliability.md):
+``bench/reliability_crashes.py`` runs every point, pipeline and receiver, against a clean run and
+writes the table in docs/reliability.md): the receiver killed in the middle of processing an
+event (ledger transactions posted, dunning steps not recorded, no answer), Stripe redelivering
+what got no answer: the end state must be an uninterrupted in-order delivery's.
 
-- the pipeline (2 arrival days, 3 customers, 150 events a day, one Dagster run per process)
-  killed right after Stripe accepted a meter event batch and before the outbox recorded it
-  (ledger posted, usage half sent: the sharpest exactly-once point), then run again: the end
-  state must be what a clean run leaves, derived from the rated slots and the sample data's
-  manifest (``crashes.derived_state``; the full form checks that derivation against a clean
-  run), which saves a third pipeline run. A pipeline run costs 1-2 minutes here, so CI tries
-  one pipeline point; the full form tries every one;
-- the webhook receiver killed in the middle of processing an event (ledger transactions posted,
-  dunning steps not recorded, no answer), Stripe redelivering what got no answer: the end state
-  must be an uninterrupted in-order delivery's.
+The pipeline's reduced crash runs inside ``test_reruns.py``, against the clean run the harness
+shares: the earlier days' run killed right after Stripe accepted a meter event batch and before
+the outbox recorded it (ledger posted, usage half sent: the sharpest exactly-once point), then
+every day run again. A pipeline run costs most of a minute here, so CI tries that one point; the
+full form tries every one.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,22 +26,7 @@ from tests.reliability import crashes
 
 pytestmark = pytest.mark.reliability
 
-REDUCED_PIPELINE_POINTS = ("stripe.after_request_before_outbox_update",)
 REDUCED_WEBHOOK_POINTS = ("webhooks.mid_process:8",)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> crashes.Workspace:
-    root = Path(tmp_path_factory.mktemp("crashes"))
-    return crashes.make_workspace(root, postgres_url, crashes.SCALES["reduced"])
-
-
-def test_a_run_killed_after_stripe_accepted_usage_then_rerun_ends_as_a_clean_run(
-    workspace: crashes.Workspace,
-) -> None:
-    points = [crashes.point(at) for at in REDUCED_PIPELINE_POINTS]
-    outcomes = crashes.crash_chain(workspace, points, clean=None, name="reduced")
-    assert [crashes.describe(o) for o in outcomes if not o.passed] == []
 
 
 @pytest.fixture(scope="module")

@@ -1,73 +1,85 @@
-"""Reliability: every daily partition run again and again, in random order, with overlapping
-backfills, leaves what one clean run leaves (see ``tests/reliability/reruns.py``).
+"""Reliability: days run out of order, a run killed by SIGKILL mid-way and days run again
+leave what one clean run leaves (see ``tests/reliability/reruns.py``).
 
-CI runs the reduced form: two days run out of order (day 2, whose late usage belongs to day 1,
-before day 1), then both again as one backfill, against one backfill of both in a clean
-pipeline. ``METERBOOK_RELIABILITY_SCALE=full`` runs ten days, five passes
-(``bench/reliability_reruns.py`` runs that and writes the figures to ``docs/reliability.md``).
+One pipeline runs the later days first (their late usage belongs to earlier days not run yet,
+and a conflicting copy of an earlier day's event is accepted for now), then the earlier days in
+a child process killed right after Stripe accepted a meter event batch and before the outbox
+recorded it (the sharpest exactly-once point), then every day again as one backfill, which
+overlaps both. It is compared with the shared clean run (``clean_baseline``). Reduced (CI): 2
+days, day 2 then day 1; ``METERBOOK_RELIABILITY_SCALE=full``: 7 days, 04-07 then 01-03.
+``bench/reliability_reruns.py`` runs the full form's five re-run passes and two out-of-order
+passes and writes the figures to ``docs/reliability.md``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PipelineEnvironment
-from tests.reliability import reruns
-from tests.reliability.pipeline_state import ORDER_DEPENDENT, describe_differences
+from tests.reliability import crashes, reruns
+from tests.reliability.pipeline_state import ORDER_DEPENDENT, PipelineFingerprint
 
-pytestmark = [
-    pytest.mark.reliability,
-    # Four to six Dagster runs even reduced: over CI's time budget for the harness. Run it with
-    # `uv run --frozen pytest -m reliability tests/reliability` until it is cut down.
-    pytest.mark.skipif(
-        os.environ.get("CI") == "true", reason="over the CI time budget; run locally"
-    ),
-]
+pytestmark = pytest.mark.reliability
+
+CRASH_AT = "stripe.after_request_before_outbox_update"
 
 
-def test_partitions_rerun_in_random_order_with_overlapping_backfills_leave_one_clean_run(
-    pipeline_env: PipelineEnvironment,
+def test_days_out_of_order_a_crash_and_a_rerun_leave_what_one_clean_run_leaves(
+    clean_baseline: reruns.Baseline,
     new_database: Callable[[], str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    scale = reruns.SCALES[reruns.rerun_scale()]
-    passes = reruns.plan_passes(scale)
-    assert set(reruns.runs_per_day(passes).values()) >= {scale.passes}
-    whole_range = (reruns.FIRST_DAY, scale.last_day)
+    clean = clean_baseline.state
+    assert clean.problems() == []
+    assert clean.meter_events_accepted > 0
+    scale = clean_baseline.scale
+    split = reruns.FIRST_DAY + timedelta(days=scale.days // 2)
+    earlier = (reruns.FIRST_DAY, split - timedelta(days=1))
+    later = (split, scale.last_day)
 
     with reruns.pipeline(
-        "clean", pipeline_env.data_dir, pipeline_env.ledger_url, scale, monkeypatch.setenv
-    ) as clean:
-        assert clean.run(whole_range).success
-        clean_state = clean.fingerprint()
-    assert clean_state.problems() == []
-    assert clean_state.meter_events_accepted > 0
+        "out of order", tmp_path / "data", new_database(), scale, monkeypatch.setenv
+    ) as target:
+        assert target.run(later).success
+        first = target.fingerprint()
+        # Late usage of a day not run yet was billed in the ledger (else this test lost its
+        # point); Stripe was sent nothing an earlier day could still lower.
+        billed_days = {slot.rsplit(":", 1)[-1] for slot, *_ in first.ledger_totals}
+        assert billed_days & reruns.days_of([earlier])
+        assert first.meter_slots_held > 0
+        assert _above(first, clean) == []
 
-    with reruns.pipeline(
-        "re-run", tmp_path / "rerun", new_database(), scale, monkeypatch.setenv
-    ) as rerun:
-        opening, *rest = passes[0]
-        assert rerun.run(opening).success
-        # Late usage of a day not run yet was billed (else this test lost its point).
-        billed_days = {slot.rsplit(":", 1)[-1] for slot, *_ in rerun.fingerprint().ledger_totals}
-        assert billed_days & reruns.days_of(rest) - reruns.days_of([opening])
-        first = reruns.run_pass(rerun, rest)
-        assert first.failed_units == []
-        assert first.fingerprint.problems() == []
-        # Out of order, the ledger holds the same totals (perhaps in other revisions), the
-        # warehouse the same rating and reconciliation, and Stripe exactly the usage rated: a
-        # slot an earlier day not run yet could lower was held back until it ran.
-        assert clean_state.differences(first.fingerprint, ignore=ORDER_DEPENDENT) == []
-        for number, units in enumerate(passes[1:], start=2):
-            later = reruns.run_pass(rerun, units)
-            assert later.failed_units == [], f"pass {number}"
-            # A re-run changes nothing: same ledger content hash, no new meter event.
-            assert later.fingerprint == first.fingerprint, (
-                f"pass {number} ({', '.join(map(reruns.describe_unit, units))}):\n"
-                + describe_differences(first.fingerprint, later.fingerprint)
-            )
+        crashed = target.run_killed_at(earlier, CRASH_AT)
+        assert crashed.killed, f"not killed (exit {crashed.returncode}): {crashed.tail()}"
+        assert crashes.crash_invariant_problems(target.ledger_url, target.server) == []
+        assert target.server.store.meter_events(), "the crash came before Stripe took a batch"
+        assert _above(target.fingerprint(), clean) == []
+
+        assert target.run((reruns.FIRST_DAY, scale.last_day)).success
+        final = target.fingerprint()
+        assert target.dagster_runs_started() == []
+    assert final.problems() == []
+    # The ledger holds the same totals (in other revisions: order-dependent), the warehouse
+    # the same rating and reconciliation, Stripe exactly the usage rated. Held back until
+    # their days ran, slots went to Stripe once each, as in the clean run: the same outbox
+    # writes and meter events.
+    assert clean.differences(final, ignore=ORDER_DEPENDENT) == []
+    assert (final.outbox, final.meter_events_accepted) == (
+        clean.outbox,
+        clean.meter_events_accepted,
+    )
+
+
+def _above(state: PipelineFingerprint, clean: PipelineFingerprint) -> list[str]:
+    """Slots where Stripe holds more than the clean run rated: usage that cannot be taken
+    back."""
+    expected = {(c, m, d): q for c, m, d, q in clean.stripe_usage}
+    return [
+        f"{c}:{m}:{d}: {q} > {expected.get((c, m, d), 0)}"
+        for c, m, d, q in state.stripe_usage
+        if q > expected.get((c, m, d), 0)
+    ]
