@@ -209,29 +209,25 @@ def test_a_day_without_files_runs_clean_on_a_new_warehouse(
         assert conn.execute("select count(*) from invoice_accuracy").fetchone() == (0,)
 
 
-def test_running_the_same_partition_twice_changes_nothing(
+def test_a_partition_run_again_or_backfilled_over_changes_nothing(
     pipeline_env: PipelineEnvironment, stripe_server: str
 ) -> None:
-    _run(DAY_1, DAY_1)
-    first = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
-    _run(DAY_1, DAY_1)
-    second = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
-    assert first == second
-    assert first[1] == 7
-    assert set(_duplicate_keys().values()) == {0}
-
-
-def test_overlapping_backfills_leave_the_same_state_as_one_clean_run(
-    pipeline_env: PipelineEnvironment, stripe_server: str
-) -> None:
+    """After a clean run of both days: the same partition run again, then a single-run backfill
+    overlapping both, each leave the clean run's ledger hash, meter events and no duplicate row
+    for any natural key."""
     _run(DAY_1, DAY_2)
     clean = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
-    _run(DAY_1, DAY_2, chunk_days=2)  # a single-run backfill over both days
-    _run(DAY_2, DAY_2)
-    _run(DAY_1, DAY_2, chunk_days=2)
-    again = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
-    assert again == clean
     assert clean[0][0] == EXPECTED_LEDGER_TRANSACTIONS
+    assert clean[1] == EXPECTED_METER_EVENTS
+
+    _run(DAY_2, DAY_2)  # the same partition twice
+    twice = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
+    assert twice == clean
+    assert set(_duplicate_keys().values()) == {0}
+
+    _run(DAY_1, DAY_2, chunk_days=2)  # a backfill over days already run, in one run
+    overlapped = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
+    assert overlapped == clean
     assert set(_duplicate_keys().values()) == {0}
 
 
