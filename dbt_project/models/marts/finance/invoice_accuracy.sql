@@ -25,7 +25,10 @@ select
     currency,
     count(*) as invoices_compared,
     count(*) filter (where is_exact) as invoices_matching,
-    cast(count(*) filter (where is_exact) as decimal(9, 6)) / count(*) as matching_share,
+    -- A share, not money: six places (counts of any size; 1,999 of 2,000 is 0.999500).
+    cast(
+        cast(count(*) filter (where is_exact) as decimal(18, 6)) / count(*) as decimal(9, 6)
+    ) as matching_share,
     sum(meterbook_amount_minor) as meterbook_amount_minor,
     sum(stripe_amount_minor) as stripe_amount_minor,
     sum(abs_difference_minor) as total_abs_difference_minor,
