@@ -51,6 +51,9 @@ from first_copies group by all
 """
 
 
+SLOWEST_STEPS = 6
+
+
 def peak_memory_mib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -100,16 +103,18 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
         server.wait(timeout=10)
     if not all(o.success for o in outcomes):
         raise SystemExit(f"The pipeline run failed: {outcomes}")
+    check_seconds, slowest = step_seconds(settings, outcomes[0].run_id)
     return {
         "seconds": seconds,
         "peak_mib": peak_memory_mib(),
-        "check_seconds": check_step_seconds(settings, outcomes[0].run_id),
+        "check_seconds": check_seconds,
+        "slowest_steps": slowest,
     }
 
 
-def check_step_seconds(settings: object, run_id: str) -> float:
+def step_seconds(settings: object, run_id: str) -> tuple[float, list[tuple[str, float]]]:
     """Time the run spent in Dagster asset-check steps (the GX gates and the other checks;
-    dbt's own tests run inside the dbt step and are not counted here)."""
+    dbt's own tests run inside the dbt step and are not counted here), and the slowest steps."""
     from orchestration.definitions import build_definitions
     from orchestration.runner import prepare_instance
 
@@ -117,14 +122,15 @@ def check_step_seconds(settings: object, run_id: str) -> float:
     check_names = {key.name for key in graph.asset_check_keys}
     instance = prepare_instance(settings)  # type: ignore[arg-type]
     total = 0.0
+    durations: list[tuple[str, float]] = []
     for step in instance.get_run_step_stats(run_id):
-        if (
-            step.start_time
-            and step.end_time
-            and any(step.step_key.endswith(f"_{name}") for name in check_names)
-        ):
-            total += step.end_time - step.start_time
-    return total
+        if not (step.start_time and step.end_time):
+            continue
+        seconds = step.end_time - step.start_time
+        durations.append((step.step_key, round(seconds, 1)))
+        if any(step.step_key.endswith(f"_{name}") for name in check_names):
+            total += seconds
+    return total, sorted(durations, key=lambda item: -item[1])[:SLOWEST_STEPS]
 
 
 def in_subprocess(kind: str, data_dir: Path, day: date) -> dict[str, float]:
@@ -180,6 +186,7 @@ def main() -> None:
         f"empty day (fixed overhead): {empty['seconds']:.1f} s, peak {empty['peak_mib']:.0f} MiB, "
         f"check steps {empty['check_seconds']:.1f} s"
     )
+    print_slowest_steps(empty)
     for events in args.events:
         data_dir = Path(tempfile.mkdtemp(prefix="mbb"))
         started = time.perf_counter()
@@ -204,6 +211,12 @@ def main() -> None:
             f"check steps {pipeline['check_seconds']:.1f} s "
             f"({pipeline['check_seconds'] / pipeline['seconds']:.0%} of the run)"
         )
+        print_slowest_steps(pipeline)
+
+
+def print_slowest_steps(measured: dict) -> None:
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in measured["slowest_steps"])
+    print(f"    slowest steps: {steps}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,29 @@ def _run(first: date, last: date, chunk_days: int = 1) -> None:
     assert outcomes and all(o.success for o in outcomes), outcomes
 
 
+def _dbt(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """dbt itself on this test's warehouse (not through Dagster)."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            *arguments,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            # Its own target and logs: the project's manifest is the one Dagster loads.
+            "--target-path",
+            str(get_settings().data_dir / "dbt_target"),
+            "--log-path",
+            str(get_settings().data_dir / "dbt_logs"),
+        ],
+        env={**os.environ, "METERBOOK_WAREHOUSE_PATH": str(get_settings().warehouse_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def _ledger_state(ledger_url: str) -> tuple[int, str]:
     with Ledger.connect(ledger_url) as book:
         report = book.verify()
@@ -150,6 +173,10 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert accuracy == [(2, 2, Decimal(1), 0, 0)]  # both customers' October invoices, exact
     assert discrepancies == []
     assert _float_money_columns() == []
+    # dbt's unit tests (left out of billing runs) pass against this warehouse's models.
+    unit_tests = _dbt("test", "--select", "test_type:unit")
+    assert unit_tests.returncode == 0, unit_tests.stdout[-4000:]
+    assert " PASS=" in unit_tests.stdout and " ERROR=0" in unit_tests.stdout
     # Spend caps: both customers far below their plan's cap; the summary counts them.
     figures = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
     assert figures.entitlement_states == {"ok": 2}
@@ -298,22 +325,7 @@ def test_a_ledger_that_drifts_from_the_rating_is_caught(
         duckdb.connect(str(settings.warehouse_path)) as warehouse,
     ):
         replicate_ledger(pg, warehouse)
-    dbt = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--select",
-            "tag:finance",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-        ],
-        env={**os.environ, "METERBOOK_WAREHOUSE_PATH": str(settings.warehouse_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    dbt = _dbt("build", "--select", "tag:finance", "--exclude-resource-type", "unit_test")
     assert dbt.returncode == 1
     assert "FAIL 1 ledger_accrues_exactly_what_was_rated" in dbt.stdout, dbt.stdout
     with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
