@@ -153,3 +153,56 @@ def test_a_guarded_account_touched_by_a_later_statement_is_checked(
         insert_raw_entry(raw, second, "shop", "1")
         insert_raw_entry(raw, second, "wallet", "-1")
     assert book.verify().ok
+
+
+def test_a_transaction_left_without_entries_beside_a_balanced_one_is_refused(
+    raw: psycopg.Connection,
+) -> None:
+    """The commit check's shortcut (every transaction balanced within one entries statement)
+    counts transactions: one left out is still found."""
+    with pytest.raises(errors.CheckViolation, match="has 0 entries"), raw.transaction():
+        first = insert_raw_transaction(raw, "complete")
+        insert_raw_transaction(raw, "empty")
+        raw.execute(
+            "insert into ledger.accounts (name, currency) values ('a', 'usd'), ('b', 'usd')"
+        )
+        raw.execute(
+            "insert into ledger.entries (transaction_id, account, amount_minor, currency) "
+            "values (%s, 'a', 1, 'usd'), (%s, 'b', -1, 'usd')",
+            [first, first],
+        )
+    assert raw.execute("select count(*) from ledger.transactions").fetchone() == (0,)
+
+
+def test_entries_of_a_transaction_written_in_a_savepoint_are_refused_as_before(
+    raw: psycopg.Connection,
+) -> None:
+    """The noted id range does not vouch for rows written inside a savepoint."""
+    with pytest.raises(errors.CheckViolation, match="posted before"), raw.transaction():
+        with raw.transaction():  # a savepoint
+            transaction_id = insert_raw_transaction(raw, "nested")
+        raw.execute(
+            "insert into ledger.accounts (name, currency) values ('a', 'usd'), ('b', 'usd')"
+        )
+        raw.execute(
+            "insert into ledger.entries (transaction_id, account, amount_minor, currency) "
+            "values (%s, 'a', 1, 'usd'), (%s, 'b', -1, 'usd')",
+            [transaction_id, transaction_id],
+        )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "delete from ledger.pending_checks",
+        "insert into ledger.pending_checks (xid, first_transaction_id) "
+        "values (pg_current_xact_id(), 1)",
+        "truncate ledger.pending_checks",
+    ],
+)
+def test_the_pending_checks_are_written_only_by_the_ledgers_triggers(
+    raw: psycopg.Connection, statement: str
+) -> None:
+    """Writing them directly could make the commit check skip its work."""
+    with pytest.raises(errors.InsufficientPrivilege, match="only by the ledger's triggers"):
+        raw.execute(statement)

@@ -79,6 +79,7 @@ def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
         "0005",
         "0006",
         "0007",
+        "0008",
     ]
 
 
