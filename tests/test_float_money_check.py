@@ -4,34 +4,21 @@ on-run-end hook), and passes when money is DECIMAL."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from orchestration.settings import DBT_PROJECT_DIR
+from tests.dbt_cli import run_dbt
 
 
 def run_the_check(warehouse: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "run-operation",
-            "fail_on_float_money_columns",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(tmp_path / "dbt_target"),
-            "--log-path",
-            str(tmp_path / "dbt_logs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**_environment(), "METERBOOK_WAREHOUSE_PATH": str(warehouse)},
+    return run_dbt(
+        "run-operation",
+        "fail_on_float_money_columns",
+        warehouse=warehouse,
+        work_dir=tmp_path,
+        env=_environment(),
     )
 
 

@@ -3,15 +3,12 @@ was once cast to DECIMAL(9, 6) before dividing, which overflows from 1,000 invoi
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 
-from orchestration.settings import DBT_PROJECT_DIR
+from tests.dbt_cli import run_dbt
 
 INVOICES = 2_000
 
@@ -33,26 +30,7 @@ def test_the_matching_share_of_two_thousand_invoices(tmp_path: Path) -> None:
             """,
             [INVOICES],
         )
-    built = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "run",
-            "--select",
-            "invoice_accuracy",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(tmp_path / "dbt_target"),
-            "--log-path",
-            str(tmp_path / "dbt_logs"),
-        ],
-        env={**os.environ, "METERBOOK_WAREHOUSE_PATH": str(warehouse)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    built = run_dbt("run", "--select", "invoice_accuracy", warehouse=warehouse, work_dir=tmp_path)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-2000:]
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         row = conn.execute(

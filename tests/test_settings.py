@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from orchestration.cli import app
 from orchestration.settings import get_settings
+from tests.dbt_cli import run_dbt
 
 
 def test_raw_data_and_warehouse_can_live_outside_the_data_directory(
@@ -48,8 +49,6 @@ def test_the_price_book_can_live_outside_the_project(
     the API and the sample-data generator read the same files."""
     import csv
     import shutil
-    import subprocess
-    import sys
 
     import duckdb
 
@@ -77,23 +76,7 @@ def test_the_price_book_can_live_outside_the_project(
     assert settings.price_book_dir == prices.resolve()
     assert config_from_env(settings, "postgresql://unused").currencies == {"eur"}
 
-    seeded = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "seed",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(tmp_path / "dbt_target"),
-            "--log-path",
-            str(tmp_path / "dbt_logs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    seeded = run_dbt("seed", warehouse=warehouse, work_dir=tmp_path)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         price = conn.execute(
