@@ -1,11 +1,14 @@
 """The dbt project as Dagster assets, partitioned like the rest of the pipeline.
 
-The partition window reaches dbt as ``--vars`` (``min_date`` inclusive, ``max_date`` exclusive);
-incremental models rebuild only the usage dates those arrival days touched. dbt tests become
-Dagster asset checks; a failing test stops dbt's downstream models and the billing assets.
+The partition window reaches dbt as two environment variables (``METERBOOK_ARRIVAL_FROM``
+inclusive, ``METERBOOK_ARRIVAL_UNTIL`` exclusive); incremental models rebuild only the usage dates
+those arrival days touched. Each dbt step keeps its target directory next to the warehouse it
+builds, so the next run of the same step parses only what changed (dbt's partial parsing needs the
+same profile and ``--vars`` as the parse it reuses, which a new directory per run never had).
+dbt tests become Dagster asset checks; a failing test stops dbt's downstream models and the
+billing assets.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -91,32 +94,46 @@ class MeterbookDbtTranslator(DagsterDbtTranslator):
 FINANCE_SELECTION = "tag:finance"
 
 
+def dbt_target_path(warehouse: WarehouseResource, step_name: str) -> Path:
+    """Where one dbt step writes its artifacts and logs: beside the warehouse, one per step.
+
+    Runs of one warehouse are serialised (one run at a time), so a step's directory is never
+    shared by two dbt processes; a run killed mid-parse leaves a partial parse file that dbt
+    rejects and replaces with a full parse.
+    """
+    return Path(warehouse.path).resolve().parent / "dbt_target" / step_name
+
+
 def _build(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     window = context.partition_time_window
-    dbt_vars = {
-        "min_date": window.start.date().isoformat(),
-        "max_date": window.end.date().isoformat(),
+    # dbt's profile reads METERBOOK_WAREHOUSE_PATH, so both always point at one warehouse file,
+    # and macros/partitions.sql reads the window. The dbt process inherits them when it starts;
+    # they are put back afterwards, so that this process (a test, a harness billing another
+    # data directory) never keeps this warehouse or window by accident.
+    dbt_environment = {
+        "METERBOOK_WAREHOUSE_PATH": warehouse.path,
+        "METERBOOK_ARRIVAL_FROM": window.start.date().isoformat(),
+        "METERBOOK_ARRIVAL_UNTIL": window.end.date().isoformat(),
     }
-    # dbt's profile reads the same variable, so both always point at one warehouse file. The
-    # dbt process inherits it when it starts; it is put back afterwards, so that this process
-    # (a test, a harness billing another data directory) never keeps this warehouse by accident.
-    previous = os.environ.get("METERBOOK_WAREHOUSE_PATH")
-    os.environ["METERBOOK_WAREHOUSE_PATH"] = warehouse.path
+    previous = {name: os.environ.get(name) for name in dbt_environment}
+    os.environ.update(dbt_environment)
     try:
         # dbt's unit tests check the models' logic on fixed inputs, not the day's data: they
         # run with the test suite (tests/pipeline/test_end_to_end.py, tests/rating), not in
         # every billing run, where they cost ~1 s each (dbt's advice for production builds).
         invocation = dbt.cli(
-            ["build", "--vars", json.dumps(dbt_vars), "--exclude-resource-type", "unit_test"],
+            ["build", "--exclude-resource-type", "unit_test"],
             context=context,
+            target_path=dbt_target_path(warehouse, context.op_def.name),
         )
     finally:
-        if previous is None:
-            os.environ.pop("METERBOOK_WAREHOUSE_PATH", None)
-        else:
-            os.environ["METERBOOK_WAREHOUSE_PATH"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     for event in invocation.stream():
         # While dbt still runs: the whole process group (dbt too), or the Dagster process alone.
         crash_point(f"dbt.{context.op_def.name}", process_group=True)
