@@ -72,3 +72,37 @@ def pipeline_env(
     monkeypatch.delenv("METERBOOK_RAW_DIR", raising=False)
     monkeypatch.delenv("STRIPE_API_KEY", raising=False)
     yield PipelineEnvironment(data_dir=data_dir, ledger_url=ledger_url, stripe_url="")
+
+
+# The suite runs on parallel workers (pytest-xdist, `--dist loadgroup`). Tests that share an
+# expensive module- or session-scoped fixture stay on one worker, which builds it once.
+SHARED_FIXTURE_GROUPS = {
+    "tests/rating/test_dbt_rating.py": "dbt_rated",
+    "tests/rating/test_pricing_doc.py": "dbt_rated",
+    "tests/rating/test_fee_lines.py": "fee_lines",
+    "tests/reliability/test_reruns.py": "clean_baseline",
+    "tests/reliability/test_stripe_fault_rates.py": "clean_baseline",
+    "tests/reliability/test_bad_input.py": "bad_input_run",
+    "tests/reliability/test_webhook_storm.py": "webhook_storm",
+    "tests/reliability/test_crashes.py": "webhook_crashes",
+    "tests/reporting/test_finance_report.py": "finance_report",
+    "tests/ledger/test_processes.py": "ledger_processes",
+    "tests/test_sample_data.py": "sample_data",
+}
+# Files whose tests bill days through the whole pipeline (most of a minute each, or more): they
+# start first, so the workers share them out instead of one of them ending the session alone.
+LONG_RUNNING = (
+    "tests/pipeline/",
+    "tests/reliability/",
+    "tests/reporting/",
+    "tests/rating/",
+    "tests/api/test_warehouse_views.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = SHARED_FIXTURE_GROUPS.get(item.nodeid.split("::")[0])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_RUNNING))

@@ -9,6 +9,7 @@ dbt tests become Dagster asset checks; a failing test stops dbt's downstream mod
 billing assets.
 """
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -36,8 +37,18 @@ def ensure_manifest() -> None:
     with another price book directory.
 
     ``dagster dev`` prepares the manifest itself; the CLI, the tests and CI come through here.
+    Processes that load the definitions at the same moment (parallel test workers, a run next
+    to ``dagster definitions validate``) take turns: one parses, the others find it fresh.
     """
     manifest = dbt_project.manifest_path
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with (manifest.parent / "parse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not _manifest_is_fresh(manifest):
+            _parse_project(manifest)
+
+
+def _manifest_is_fresh(manifest: Path) -> bool:
     prices = price_book_dir()
     parsed_with = manifest.parent / "price_book_dir.txt"  # which price book the manifest has
     folders = [DBT_PROJECT_DIR / name for name in ("models", "macros", "tests")] + [prices]
@@ -46,13 +57,15 @@ def ensure_manifest() -> None:
         DBT_PROJECT_DIR / "profiles.yml",
     ]
     newest = max(path.stat().st_mtime for path in project_files)
-    if (
+    return (
         manifest.exists()
         and manifest.stat().st_mtime >= newest
         and parsed_with.exists()
         and parsed_with.read_text() == str(prices)
-    ):
-        return
+    )
+
+
+def _parse_project(manifest: Path) -> None:
     dbt_executable = Path(sys.executable).parent / "dbt"
     completed = subprocess.run(
         [
@@ -75,7 +88,7 @@ def ensure_manifest() -> None:
             f"`dbt parse` failed for {DBT_PROJECT_DIR}; fix the dbt project:\n"
             f"{completed.stdout}\n{completed.stderr}"
         )
-    parsed_with.write_text(str(prices))
+    (manifest.parent / "price_book_dir.txt").write_text(str(price_book_dir()))
 
 
 ensure_manifest()
