@@ -18,9 +18,11 @@ import dagster as dg
 
 from orchestration.settings import Settings
 
+INSTANCE_YAML_HEADER = "# Written by meterbook"
 INSTANCE_YAML = """\
-# Written by meterbook. DuckDB allows one writing process per file, so runs of this project are
-# serialised: one run at a time, and one step at a time in the warehouse pool.
+{header}; rewritten when meterbook's settings change (delete this line to keep your edits).
+# DuckDB allows one writing process per file, so runs of this project are serialised: one run at
+# a time, and one step at a time in the warehouse pool.
 concurrency:
   runs:
     max_concurrent_runs: 1
@@ -28,6 +30,23 @@ concurrency:
     default_limit: 1
 telemetry:
   enabled: false
+# Dagster's SQLite storage in its usual layout; the event log keeps its database connections
+# between events (orchestration/instance_storage.py).
+run_storage:
+  module: dagster._core.storage.runs
+  class: SqliteRunStorage
+  config:
+    base_dir: {home}/history
+event_log_storage:
+  module: orchestration.instance_storage
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {home}/history/runs
+schedule_storage:
+  module: dagster._core.storage.schedules
+  class: SqliteScheduleStorage
+  config:
+    base_dir: {home}/schedules
 """
 
 
@@ -53,8 +72,11 @@ def prepare_instance(settings: Settings) -> dg.DagsterInstance:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_YAML)
+    wanted = INSTANCE_YAML.format(header=INSTANCE_YAML_HEADER, home=home.resolve())
+    if not config.exists() or (
+        config.read_text().startswith(INSTANCE_YAML_HEADER) and config.read_text() != wanted
+    ):
+        config.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
