@@ -1,0 +1,122 @@
+"""What a billing run costs beyond its data: a small multi-day backfill, twice in one go.
+
+The same days (small, so the fixed costs dominate) are billed as one Dagster run in two fresh
+data directories: one whose instance uses Dagster's stock SQLite event log (the baseline), one
+with meterbook's ``dagster.yaml`` (``orchestration/instance_storage.py``). Prints each run's
+seconds, the events it recorded, its slowest steps and the ratio.
+
+    uv run --frozen python bench/run_overhead.py --days 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+FIRST_DAY = date(2026, 10, 1)
+SLOWEST_STEPS = 5
+# An instance configuration without meterbook's header: prepare_instance leaves it alone.
+STOCK_INSTANCE_YAML = """\
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def measure(data_dir: Path, days: int) -> dict[str, object]:
+    """One run over ``days`` days in ``data_dir`` (its instance already configured)."""
+    os.environ["METERBOOK_DATA_DIR"] = str(data_dir)
+    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = (
+        f"{(FIRST_DAY + timedelta(days=days + 1)).isoformat()}T00:00:00Z"
+    )
+    from orchestration.runner import prepare_instance, run_days
+    from orchestration.settings import get_settings
+
+    settings = get_settings()
+    last_day = FIRST_DAY + timedelta(days=days - 1)
+    started = time.perf_counter()
+    outcomes = run_days(settings, FIRST_DAY, last_day, chunk_days=days)
+    seconds = time.perf_counter() - started
+    if not all(outcome.success for outcome in outcomes):
+        raise SystemExit(f"The run failed: {outcomes}")
+    instance = prepare_instance(settings)
+    run_id = outcomes[0].run_id
+    events = len(instance.all_logs(run_id))
+    steps = [
+        (step.step_key, round(step.end_time - step.start_time, 1))
+        for step in instance.get_run_step_stats(run_id)
+        if step.start_time and step.end_time
+    ]
+    return {
+        "seconds": seconds,
+        "events": events,
+        "storage": type(instance.event_log_storage).__name__,
+        "slowest_steps": sorted(steps, key=lambda item: -item[1])[:SLOWEST_STEPS],
+    }
+
+
+def in_subprocess(data_dir: Path, days: int) -> dict[str, object]:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--measure", str(data_dir), "--days", str(days)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"measurement failed:\n{completed.stdout}\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--customers", type=int, default=5)
+    parser.add_argument("--events-per-day", type=int, default=50)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.days)))
+        return
+
+    from ingestion.sample_data import generate_sample_data
+    from orchestration.settings import DBT_PROJECT_DIR
+
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    results = {}
+    for name in ("stock", "meterbook"):
+        data_dir = Path(tempfile.mkdtemp(prefix="mbo")) / "data"
+        generate_sample_data(
+            data_dir,
+            start_date=FIRST_DAY,
+            days=args.days,
+            customers=args.customers,
+            events_per_day=args.events_per_day,
+            seed=3,
+            price_book_dir=DBT_PROJECT_DIR / "seeds",
+        )
+        if name == "stock":
+            (data_dir / "dagster").mkdir(parents=True)
+            (data_dir / "dagster" / "dagster.yaml").write_text(STOCK_INSTANCE_YAML)
+        results[name] = result = in_subprocess(data_dir, args.days)
+        steps = ", ".join(f"{step} {seconds} s" for step, seconds in result["slowest_steps"])
+        print(
+            f"{name:>9} event log ({result['storage']}): {result['seconds']:.1f} s for "
+            f"{args.days} days, {result['events']} events recorded\n    slowest steps: {steps}"
+        )
+    ratio = float(results["meterbook"]["seconds"]) / float(results["stock"]["seconds"])
+    print(f"ratio meterbook / stock: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
