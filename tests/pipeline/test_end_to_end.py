@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,9 +19,10 @@ from ledger import Entry, Ledger, Transaction
 from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
-from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from orchestration.settings import get_settings
 from orchestration.summary import collect_summary
 from tests.conftest import PipelineEnvironment
+from tests.dbt_cli import run_dbt
 from tests.hand_fixture import (
     EXPECTED_COUNTS,
     EXPECTED_DAILY_AMOUNTS,
@@ -54,24 +54,9 @@ def _run(first: date, last: date, chunk_days: int = 1) -> None:
 
 def _dbt(*arguments: str) -> subprocess.CompletedProcess[str]:
     """dbt itself on this test's warehouse (not through Dagster)."""
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            *arguments,
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            # Its own target and logs: the project's manifest is the one Dagster loads.
-            "--target-path",
-            str(get_settings().data_dir / "dbt_target"),
-            "--log-path",
-            str(get_settings().data_dir / "dbt_logs"),
-        ],
-        env={**os.environ, "METERBOOK_WAREHOUSE_PATH": str(get_settings().warehouse_path)},
-        capture_output=True,
-        text=True,
-        check=False,
+    settings = get_settings()
+    return run_dbt(
+        *arguments, warehouse=settings.warehouse_path, work_dir=settings.data_dir / "test_dbt"
     )
 
 

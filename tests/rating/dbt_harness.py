@@ -4,9 +4,6 @@ them (with their unit tests and data tests) once, however many cases the tables 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -15,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.settings import DBT_PROJECT_DIR
+from tests.dbt_cli import run_dbt
 from tests.rating.cases import Case
 
 # Column types as dbt_project.yml (seeds) and the upstream models give them.
@@ -77,30 +74,13 @@ def write_inputs(path: Path, tables: dict[str, Iterable[Sequence[object]]]) -> N
 def build_rating(path: Path, work_dir: Path) -> list[RatedRow]:
     """``dbt build`` of the rating models (their unit and data tests too) on the scratch
     warehouse; the rated rows."""
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--select",
-            "billable_usage_daily",
-            "minimum_spend_period",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(work_dir / "target"),
-            "--log-path",
-            str(work_dir / "logs"),
-        ],
-        env={
-            **os.environ,
-            "METERBOOK_WAREHOUSE_PATH": str(path),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        },
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_dbt(
+        "build",
+        "--select",
+        "billable_usage_daily",
+        "minimum_spend_period",
+        warehouse=path,
+        work_dir=work_dir,
     )
     if result.returncode != 0:
         raise DbtFailed(result.stdout[-6000:] + result.stderr[-2000:])

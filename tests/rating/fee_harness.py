@@ -5,9 +5,6 @@ for every case at once."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from orchestration.settings import DBT_PROJECT_DIR
+from tests.dbt_cli import run_dbt
 from tests.rating.dbt_harness import DbtFailed
 from tests.rating.fee_cases import FeeCase
 
@@ -113,30 +110,13 @@ def build_fee_lines(cases: Sequence[FeeCase], work_dir: Path) -> dict[str, list[
 
 
 def _dbt_build(path: Path, work_dir: Path) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--select",
-            "int_subscription_fee_periods",
-            "subscription_fee_lines",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(work_dir / "target"),
-            "--log-path",
-            str(work_dir / "logs"),
-        ],
-        env={
-            **os.environ,
-            "METERBOOK_WAREHOUSE_PATH": str(path),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        },
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_dbt(
+        "build",
+        "--select",
+        "int_subscription_fee_periods",
+        "subscription_fee_lines",
+        warehouse=path,
+        work_dir=work_dir,
     )
     if result.returncode != 0:
         raise DbtFailed(result.stdout[-8000:] + result.stderr[-2000:])
