@@ -22,16 +22,6 @@ from pathlib import Path
 
 FIRST_DAY = date(2026, 10, 1)
 SLOWEST_STEPS = 5
-# An instance configuration without meterbook's header: prepare_instance leaves it alone.
-STOCK_INSTANCE_YAML = """\
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-  pools:
-    default_limit: 1
-telemetry:
-  enabled: false
-"""
 
 
 def measure(data_dir: Path, days: int) -> dict[str, object]:
@@ -90,6 +80,7 @@ def main() -> None:
         return
 
     from ingestion.sample_data import generate_sample_data
+    from orchestration.runner import INSTANCE_CONCURRENCY_YAML
     from orchestration.settings import DBT_PROJECT_DIR
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -107,7 +98,8 @@ def main() -> None:
         )
         if name == "stock":
             (data_dir / "dagster").mkdir(parents=True)
-            (data_dir / "dagster" / "dagster.yaml").write_text(STOCK_INSTANCE_YAML)
+            # meterbook's settings without its storage or header (prepare_instance keeps it).
+            (data_dir / "dagster" / "dagster.yaml").write_text(INSTANCE_CONCURRENCY_YAML)
         results[name] = result = in_subprocess(data_dir, args.days)
         steps = ", ".join(f"{step} {seconds} s" for step, seconds in result["slowest_steps"])
         print(

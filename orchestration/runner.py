@@ -19,10 +19,9 @@ import dagster as dg
 from orchestration.settings import Settings
 
 INSTANCE_YAML_HEADER = "# Written by meterbook"
-INSTANCE_YAML = """\
-{header}; rewritten when meterbook's settings change (delete this line to keep your edits).
 # DuckDB allows one writing process per file, so runs of this project are serialised: one run at
 # a time, and one step at a time in the warehouse pool.
+INSTANCE_CONCURRENCY_YAML = """\
 concurrency:
   runs:
     max_concurrent_runs: 1
@@ -30,6 +29,11 @@ concurrency:
     default_limit: 1
 telemetry:
   enabled: false
+"""
+INSTANCE_YAML = (
+    "{header}; rewritten when meterbook's settings change (delete this line to keep your edits).\n"
+    + INSTANCE_CONCURRENCY_YAML
+    + """\
 # Dagster's SQLite storage in its usual layout; the event log keeps its database connections
 # between events (orchestration/instance_storage.py).
 run_storage:
@@ -48,6 +52,7 @@ schedule_storage:
   config:
     base_dir: {home}/schedules
 """
+)
 
 
 LAUNCHED_BY_TAG = "meterbook/launched_by"
