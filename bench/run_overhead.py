@@ -25,19 +25,38 @@ SLOWEST_STEPS = 5
 
 
 def measure(data_dir: Path, days: int) -> dict[str, object]:
-    """One run over ``days`` days in ``data_dir`` (its instance already configured)."""
+    """One run over ``days`` days in ``data_dir`` (its instance already configured), with its
+    own local Stripe in its own process on a free port (as Stripe would be), stopped afterwards."""
+    from stripe_local.server import free_port, is_running, start_detached
+
+    now = f"{(FIRST_DAY + timedelta(days=days + 1)).isoformat()}T00:00:00Z"
+    port = free_port()
     os.environ["METERBOOK_DATA_DIR"] = str(data_dir)
-    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = (
-        f"{(FIRST_DAY + timedelta(days=days + 1)).isoformat()}T00:00:00Z"
-    )
+    os.environ["METERBOOK_STRIPE_API_BASE"] = f"http://127.0.0.1:{port}"
+    os.environ["METERBOOK_STRIPE_LOCAL_NOW"] = now
     from orchestration.runner import prepare_instance, run_days
     from orchestration.settings import get_settings
 
     settings = get_settings()
     last_day = FIRST_DAY + timedelta(days=days - 1)
-    started = time.perf_counter()
-    outcomes = run_days(settings, FIRST_DAY, last_day, chunk_days=days)
-    seconds = time.perf_counter() - started
+    server = start_detached(
+        port=port,
+        db_path=settings.stripe_local_db,
+        now=now,
+        seed_customers_csv=settings.raw_stripe_dir / "customers.csv",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not is_running(settings.stripe_api_base):
+            if time.monotonic() > deadline:
+                raise SystemExit("The local Stripe did not start.")
+            time.sleep(0.1)
+        started = time.perf_counter()
+        outcomes = run_days(settings, FIRST_DAY, last_day, chunk_days=days)
+        seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     if not all(outcome.success for outcome in outcomes):
         raise SystemExit(f"The run failed: {outcomes}")
     instance = prepare_instance(settings)
