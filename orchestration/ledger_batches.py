@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import date
 
 import duckdb
+import pandas as pd
 
 from ledger.model import Entry, Transaction
 
@@ -37,6 +38,20 @@ create table if not exists billing.ledger_batch_entries (
 """
 
 
+BATCH_COLUMNS = (
+    "transaction_key",
+    "kind",
+    "cause_type",
+    "cause_id",
+    "effective_at",
+    "metadata",
+    "entry_index",
+    "account",
+    "amount_minor",
+    "currency",
+)
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(SCHEMA_SQL)
 
@@ -48,37 +63,46 @@ def write_batch(
     transactions: Iterable[Transaction],
 ) -> int:
     """Replace the window's staged batch with ``transactions``; returns the entry rows written."""
-    rows = [
-        (
-            window_start,
-            window_end,
-            transaction.key,
-            transaction.kind,
-            transaction.cause_type,
-            transaction.cause_id,
-            transaction.effective_at,
-            json.dumps(dict(transaction.metadata), sort_keys=True),
-            index,
-            entry.account,
-            entry.amount_minor,
-            entry.currency,
-        )
-        for transaction in transactions
-        for index, entry in enumerate(transaction.entries)
-    ]
+    # Column by column, as text, cast back exactly in SQL: DuckDB's executemany binds one row at
+    # a time (~2 ms each: 100 s for the 48,000 entries of a 2,000-customer day), and a frame of
+    # Python Decimals would be read through its inferred type, not ours.
+    columns: dict[str, list[object]] = {name: [] for name in BATCH_COLUMNS}
+    for transaction in transactions:
+        metadata = json.dumps(dict(transaction.metadata), sort_keys=True)
+        for index, entry in enumerate(transaction.entries):
+            columns["transaction_key"].append(transaction.key)
+            columns["kind"].append(transaction.kind)
+            columns["cause_type"].append(transaction.cause_type)
+            columns["cause_id"].append(transaction.cause_id)
+            columns["effective_at"].append(transaction.effective_at.isoformat())
+            columns["metadata"].append(metadata)
+            columns["entry_index"].append(index)
+            columns["account"].append(entry.account)
+            columns["amount_minor"].append(format(entry.amount_minor, "f"))
+            columns["currency"].append(entry.currency)
+    staged = pd.DataFrame(columns, dtype=object)
     ensure_schema(conn)
     conn.execute("begin")
     conn.execute(
         "delete from billing.ledger_batch_entries where window_start = ? and window_end = ?",
         [window_start, window_end],
     )
+    rows = len(staged)
     if rows:
-        conn.executemany(
-            "insert into billing.ledger_batch_entries values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+        conn.register("staged_batch_entries", staged)
+        conn.execute(
+            """
+            insert into billing.ledger_batch_entries
+            select cast(? as date), cast(? as date), transaction_key, kind, cause_type, cause_id,
+                   cast(effective_at as timestamptz), metadata, cast(entry_index as integer),
+                   account, cast(amount_minor as decimal(38, 12)), currency
+            from staged_batch_entries
+            """,
+            [window_start, window_end],
         )
+        conn.unregister("staged_batch_entries")
     conn.execute("commit")
-    return len(rows)
+    return rows
 
 
 def read_batch(

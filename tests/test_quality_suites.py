@@ -3,6 +3,7 @@ expectations together, each shown passing on clean data and failing on the broke
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -133,7 +134,12 @@ def test_a_staged_batch_reads_back_as_the_same_transactions(
         _accrual("usage_accrual:cus_a:m1:2026-10-01:r1", "0.000000000001"),
         _accrual("usage_accrual:cus_a:m2:2026-10-01:r1", "12345678901234.5"),
     ]
-    assert ledger_batches.write_batch(warehouse, DAY, NEXT_DAY, planned) == 4
+    late = _accrual("usage_accrual:cus_a:m3:2026-10-01:r1", "-7.25")
+    planned.append(replace(late, effective_at=datetime(2026, 10, 1, 23, 59, 59, 999999, UTC)))
+    # Written as text and cast back: every amount, time and metadata exact.
+    assert ledger_batches.write_batch(warehouse, DAY, NEXT_DAY, planned) == 6
+    read = ledger_batches.read_batch(warehouse, DAY, NEXT_DAY)
+    assert sorted(t.content_hash() for t in read) == sorted(t.content_hash() for t in planned)
     assert ledger_batches.write_batch(warehouse, DAY, NEXT_DAY, planned[:1]) == 2  # replaced
     read = ledger_batches.read_batch(warehouse, DAY, NEXT_DAY)
     assert [t.content_hash() for t in read] == [planned[0].content_hash()]
