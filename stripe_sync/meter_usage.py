@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import duckdb
+import pandas as pd
 import stripe
 
 from stripe_sync.meter_events import _transient_retrying
@@ -110,15 +111,21 @@ def store_meter_usage(
 ) -> int:
     """Replace what is stored for those customers and meters over the days with ``metered``."""
     ensure_schema(conn)
-    pairs = sorted(set(customer_meters))
-    read_at = datetime.now(UTC)
-    conn.execute("begin")
-    conn.execute(
-        "create temporary table if not exists read_pairs (customer_id varchar, meter_id varchar)"
+    # Whole columns through a registered frame: DuckDB's executemany binds one row at a time
+    # (~2 ms each), which made 24,000 customer-meter pairs of a 2,000-customer day take minutes.
+    pairs = pd.DataFrame(sorted(set(customer_meters)), columns=["customer_id", "meter_id"])
+    read = pd.DataFrame(
+        {
+            "customer_id": [m.customer_id for m in metered],
+            "meter_id": [m.meter_id for m in metered],
+            "usage_date": [m.usage_date.isoformat() for m in metered],
+            "quantity": pd.Series([m.quantity for m in metered], dtype="int64"),
+        }
     )
-    conn.execute("delete from read_pairs")
-    if pairs:
-        conn.executemany("insert into read_pairs values (?, ?)", pairs)
+    read_at = datetime.now(UTC)
+    conn.register("read_pairs", pairs)
+    conn.register("read_usage", read)
+    conn.execute("begin")
     conn.execute(
         """
         delete from stripe_sync.meter_usage_daily as stored
@@ -130,12 +137,17 @@ def store_meter_usage(
         """,
         [first_day, end_day],
     )
-    if metered:
-        conn.executemany(
-            "insert into stripe_sync.meter_usage_daily values (?, ?, ?, ?, ?)",
-            [(m.customer_id, m.meter_id, m.usage_date, m.quantity, read_at) for m in metered],
-        )
+    conn.execute(
+        """
+        insert into stripe_sync.meter_usage_daily
+        select customer_id, meter_id, cast(usage_date as date), quantity, ?
+        from read_usage
+        """,
+        [read_at],
+    )
     conn.execute("commit")
+    conn.unregister("read_pairs")
+    conn.unregister("read_usage")
     return len(metered)
 
 
