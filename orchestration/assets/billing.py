@@ -12,19 +12,27 @@ import dagster as dg
 import duckdb
 import psycopg
 
+from api.store import approved_credit_grants
 from crash_points import crash_point
+from ledger.credit_applications import (
+    CREDIT_APPLICATION_KIND,
+    CREDIT_EXPIRY_KIND,
+    plan_credit_postings,
+)
+from ledger.model import Transaction
 from ledger.usage_accruals import (
     USAGE_ACCRUAL_KIND,
     RatedSlot,
     accrual_effective_at,
     plan_usage_accruals,
 )
-from orchestration import ledger_batches
+from orchestration import credit_tables, ledger_batches
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
 from orchestration.resources import LedgerResource, StripeResource, WarehouseResource
 from orchestration.settings import get_settings
 from orchestration.stripe_holds import hold_unsettled, unsettled_customer_days
+from pricing.credits import apply_credits
 from stripe_sync import outbox
 from stripe_sync.meter_event_stream import send_pending_meter_events_stream
 from stripe_sync.meter_events import (
@@ -117,17 +125,50 @@ def ledger_usage_batch(
             USAGE_ACCRUAL_KIND, effective_at=[accrual_effective_at(day) for day in usage_dates]
         )
     transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
+    credit = plan_credit(warehouse, ledger)
     with warehouse.connect() as conn:
-        entries = ledger_batches.write_batch(conn, start, end, transactions)
+        entries = ledger_batches.write_batch(conn, start, end, [*transactions, *credit.postings])
     crash_point("ledger.after_batch_staged")
     return dg.MaterializeResult(
         metadata={
             "usage_dates": len(usage_dates),
             "slots_rated": len(rated),
-            "transactions_planned": len(transactions),
+            "transactions_planned": len(transactions) + len(credit.postings),
             "entries_planned": entries,
+            "credit_grants": credit.grants,
+            "credit_transactions_planned": len(credit.postings),
         }
     )
+
+
+@dataclass(frozen=True)
+class CreditPlan:
+    grants: int
+    postings: list[Transaction]
+
+
+def plan_credit(warehouse: WarehouseResource, ledger: LedgerResource) -> CreditPlan:
+    """Apply every approved credit grant to its customer's rated usage (pricing/credits.py),
+    record the allocation in the warehouse and plan the ledger's differences from it."""
+    with psycopg.connect(ledger.resolved_url(), autocommit=True) as pg:
+        grants = approved_credit_grants(pg)
+    with warehouse.connect() as conn:
+        charges, rated_through = credit_tables.usage_charges(
+            conn, {grant.terms.customer_id for grant in grants}
+        )
+    allocation = apply_credits([g.terms for g in grants], charges, rated_through=rated_through)
+    postings: list[Transaction] = []
+    if grants:
+        with ledger.open() as book:
+            postings = plan_credit_postings(
+                grants,
+                allocation,
+                posted_applications=book.cause_totals(CREDIT_APPLICATION_KIND),
+                posted_expiries=book.cause_totals(CREDIT_EXPIRY_KIND),
+            )
+    with warehouse.connect() as conn:
+        credit_tables.write_allocation(conn, grants, allocation)
+    return CreditPlan(grants=len(grants), postings=postings)
 
 
 @dg.asset(

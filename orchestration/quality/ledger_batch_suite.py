@@ -17,7 +17,13 @@ from orchestration.quality.gx_runner import SuiteOutcome, run_suite
 
 # decimal(38, 12) as text: an optional minus, digits, a point and exactly 12 decimals.
 EXACT_AMOUNT = r"^-?[0-9]+\.[0-9]{12}$"
-USAGE_ACCRUAL_KEY = r"^usage_accrual:[^:]+:[^:]+:[0-9]{4}-[0-9]{2}-[0-9]{2}:r[1-9][0-9]*$"
+# The keys the pipeline plans: usage accruals per slot, credit applications per grant and slot,
+# credit expiries per grant (a grant id may hold ':'), each with its revision.
+REVISION = r":r[1-9][0-9]*"
+SLOT = r"[^:]+:[^:]+:[0-9]{4}-[0-9]{2}-[0-9]{2}"
+BATCH_KEY = (
+    rf"^(usage_accrual:{SLOT}|credit_application:.+:{SLOT}|credit_expiry:.+){REVISION}$"
+)
 
 PROFILE_SQL = """
 select
@@ -47,7 +53,7 @@ def build_suite(gx: Any) -> Any:
     suite = gx.ExpectationSuite(name="ledger_batch")
     suite.add_expectation(
         expectations.ExpectColumnValuesToMatchRegex(
-            column="transaction_key", regex=USAGE_ACCRUAL_KEY
+            column="transaction_key", regex=BATCH_KEY
         )
     )
     suite.add_expectation(

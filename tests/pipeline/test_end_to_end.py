@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,15 +15,22 @@ import psycopg
 import pytest
 
 import orchestration.quality.usage_suite  # noqa: F401  (binds the suite's limits before a test patches ingestion's)
+from api import store
+from api.auth import Principal, Role
+from api.models import CreditGrantRequest
+from api.writes import RequestContext, grant_credit
 from ledger import Entry, Ledger, Transaction
+from ledger.migrations import migrate
 from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import get_settings
 from orchestration.summary import collect_summary
+from tests.api.conftest import api_config, write_customers
 from tests.conftest import PipelineEnvironment
 from tests.dbt_cli import run_dbt
 from tests.hand_fixture import (
+    BETA,
     EXPECTED_COUNTS,
     EXPECTED_DAILY_AMOUNTS,
     EXPECTED_INVOICE_TOTALS,
@@ -221,16 +228,84 @@ def test_a_day_without_files_runs_clean_on_a_new_warehouse(
         assert conn.execute("select count(*) from invoice_accuracy").fetchone() == (0,)
 
 
+def _grant_credit(ledger_url: str, number: int, request: CreditGrantRequest) -> None:
+    """A grant through the billing API's own write path, given on 30 September."""
+    config = api_config(ledger_url, get_settings().data_dir / "customers.csv")
+    context = RequestContext(
+        principal=Principal(name="finance", role=Role.FINANCE),
+        request_id=f"req-{number}",
+        method="POST",
+        path=f"/customers/{BETA}/credits",
+        idempotency_key=f"grant-{number}",
+    )
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        migrate(conn)
+        store.ensure_schema(conn)
+        result = grant_credit(
+            conn,
+            config,
+            context,
+            customer_id=BETA,
+            customer_currency="usd",
+            request=request,
+            now=datetime(2026, 9, 30, 12, tzinfo=UTC),
+        )
+    assert result.status_code == 201, result.body
+
+
 def test_a_partition_run_again_or_backfilled_over_changes_nothing(
     pipeline_env: PipelineEnvironment, stripe_server: str
 ) -> None:
     """After a clean run of both days: the same partition run again, then a single-run backfill
     overlapping both, each leave the clean run's ledger hash, meter events and no duplicate row
-    for any natural key."""
+    for any natural key. Beta holds two credit grants, so credit applications and an expiry
+    are among what must not be posted twice."""
+    write_customers(get_settings().data_dir / "customers.csv", [BETA])
+    # Promotional 30, spent first, expiring at the end of 1 October (27.20 of usage: 25.65 on
+    # the 1st, 1.55 on the 2nd); prepaid 5 pays what the 2nd brings.
+    _grant_credit(
+        pipeline_env.ledger_url,
+        1,
+        CreditGrantRequest(
+            amount_minor=Decimal(30),
+            currency="usd",
+            reason="launch promotion",
+            kind="promotional",
+            priority=1,
+            expires_at=datetime(2026, 10, 2, tzinfo=UTC),
+        ),
+    )
+    _grant_credit(
+        pipeline_env.ledger_url,
+        2,
+        CreditGrantRequest(
+            amount_minor=Decimal(5), currency="usd", reason="prepaid top-up", kind="prepaid"
+        ),
+    )
     _run(DAY_1, DAY_2)
     clean = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
-    assert clean[0][0] == EXPECTED_LEDGER_TRANSACTIONS
+    # 2 grants; 4 applications of the promotion on the 1st, 3 of the prepaid credit on the 2nd
+    # (beta's cache reads cost nothing that day), the promotion's expiry.
+    assert clean[0][0] == EXPECTED_LEDGER_TRANSACTIONS + 2 + 4 + 3 + 1
     assert clean[1] == EXPECTED_METER_EVENTS
+    with Ledger.connect(pipeline_env.ledger_url) as book:
+        assert book.balance(unbilled_receivable_account(BETA), "usd") == 0
+        assert book.balance(f"customer:{BETA}:promotional_credit", "usd") == 0
+        assert book.balance(f"customer:{BETA}:prepaid_credit", "usd") == Decimal("-3.45")
+        assert book.balance("platform:promotional_expense", "usd") == Decimal("25.65")
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        applied = conn.execute(
+            "select grant_id, usage_date, sum(amount_minor) from billing.credit_applications "
+            "group by all order by all"
+        ).fetchall()
+        expired = conn.execute(
+            "select grant_id, remaining_minor from billing.credit_expiries"
+        ).fetchall()
+    assert applied == [
+        ("api-grant-1", DAY_1, Decimal("25.65")),
+        ("api-grant-2", DAY_2, Decimal("1.55")),
+    ]
+    assert expired == [("api-grant-1", Decimal("4.35"))]
 
     _run(DAY_2, DAY_2)  # the same partition twice
     twice = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
