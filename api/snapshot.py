@@ -58,6 +58,7 @@ SNAPSHOT_QUERIES: dict[str, str] = {
     "customer_entitlements_daily": "select * from customer_entitlements_daily",
     "anomaly_findings": "select * from quality.anomaly_findings",
     "reconciliation_discrepancies": "select * from reconciliation_discrepancies",
+    "credit_applications": "select * from billing.credit_applications",
 }
 
 

@@ -13,14 +13,13 @@ import psycopg
 from api import store
 from api.errors import ApiError
 from api.snapshot import Snapshot
+from ledger.credit_applications import CREDIT_APPLICATION_KIND, CREDIT_EXPIRY_KIND
 from ledger.model import normalised
 from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
 
 MAX_EXPLAINED_EVENTS = 10_000
-NOT_BUILT = {
-    "credit_consumption": "Usage does not consume credit grants yet: a grant's remaining amount "
-    "is what was granted, less reversals.",
-}
+# What the customer state cannot show yet, by name (empty: everything it describes is built).
+NOT_BUILT: dict[str, str] = {}
 
 
 def _period_of(day: date) -> tuple[date, date]:
@@ -45,11 +44,18 @@ def ledger_state(conn: psycopg.Connection, customer_id: str) -> dict[str, Any]:
             "group by 1, 2 order by 1, 2",
             [prefix, prefix],
         ).fetchall()
+        # Granted, less what usage consumed (ledger/credit_applications.py), less what expired.
         per_grant = conn.execute(
-            "select t.cause_id, -sum(e.amount_minor) from ledger.transactions t "
+            "select case when t.cause_type = 'credit_grant' then t.cause_id "
+            "else t.metadata->>'grant_id' end, -sum(e.amount_minor) from ledger.transactions t "
             "join ledger.entries e on e.transaction_id = t.id "
-            "where t.cause_type = 'credit_grant' and e.account in (%s, %s) group by 1",
-            [prefix + "prepaid_credit", prefix + "promotional_credit"],
+            "where (t.cause_type = 'credit_grant' or t.kind = any(%s)) "
+            "and e.account in (%s, %s) group by 1",
+            [
+                [CREDIT_APPLICATION_KIND, CREDIT_EXPIRY_KIND],
+                prefix + "prepaid_credit",
+                prefix + "promotional_credit",
+            ],
         ).fetchall()
         invoices = conn.execute(
             """
@@ -277,8 +283,9 @@ def explain_slot(
         "warehouse_as_of": snapshot.published_at,
         "ledger": ledger_of_slot(conn, slot_id(customer_id, meter_id, day)),
         "invoice_line": invoice_line[0] if invoice_line else None,
-        "rating": rating_inputs(snapshot, rating[0], meter_id) if rating else None,
-        "rating_not_built": "Usage does not consume credit grants yet (credits: null).",
+        "rating": rating_inputs(snapshot, rating[0], customer_id, meter_id, day)
+        if rating
+        else None,
         "meter": {
             "aggregation": meter["aggregation"],
             "quantity_property": meter["quantity_property"],
@@ -298,9 +305,12 @@ def explain_slot(
     }
 
 
-def rating_inputs(snapshot: Snapshot, rated: dict[str, Any], meter_id: str) -> dict[str, Any]:
-    """How the day's amount was rated: the charge in force, its tiers, the allowance, and the
-    period-to-date amounts whose difference is the day's amount (see docs/pricing.md)."""
+def rating_inputs(
+    snapshot: Snapshot, rated: dict[str, Any], customer_id: str, meter_id: str, day: date
+) -> dict[str, Any]:
+    """How the day's amount was rated: the charge in force, its tiers, the allowance, the
+    period-to-date amounts whose difference is the day's amount (see docs/pricing.md), and the
+    credit grants that paid for it."""
     tiers: list[dict[str, Any]] = []
     if rated["charge_model"] in ("graduated", "volume") and snapshot.has("price_book_charge_tiers"):
         tiers = snapshot.rows(
@@ -318,10 +328,17 @@ def rating_inputs(snapshot: Snapshot, rated: dict[str, Any], meter_id: str) -> d
             "used_through_day": min(through_day, included),
             "left_after_day": max(included - through_day, 0),
         }
+    credits: list[dict[str, Any]] = []
+    if snapshot.has("credit_applications"):
+        credits = snapshot.rows(
+            "select grant_id, amount_minor as applied_minor from credit_applications "
+            "where customer_id = ? and meter_id = ? and usage_date = ? order by grant_id",
+            [customer_id, meter_id, day],
+        )
     return rated | {
         "tiers": tiers,
         "allowance": allowance,
-        "credits": None,
+        "credits": credits,
         "amount_rule": "period_to_date_amount_minor_exact - "
         "prior_period_to_date_amount_minor_exact",
     }

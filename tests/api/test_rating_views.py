@@ -102,9 +102,13 @@ def test_a_daysrating_inputs_name_the_tiers_in_force_and_the_allowance(tmp_path:
         (second_day,) = snapshot.rows(
             "select * from billable_usage_daily where usage_date = date '2026-10-02'"
         )
-        inputs = views.rating_inputs(snapshot, second_day, "m_tokens")
+        inputs = views.rating_inputs(
+            snapshot, second_day, second_day["customer_id"], "m_tokens", date(2026, 10, 2)
+        )
         (calls,) = snapshot.rows("select * from billable_usage_daily where meter_id = 'm_calls'")
-        per_unit = views.rating_inputs(snapshot, calls, "m_calls")
+        per_unit = views.rating_inputs(
+            snapshot, calls, calls["customer_id"], "m_calls", calls["usage_date"]
+        )
     # Only the tiers of the charge in force (effective 2025-01-01), in order, open tier last.
     assert [(t["up_to_units"], t["unit_price_minor"]) for t in inputs["tiers"]] == [
         (500, Decimal("0.100000000000")),

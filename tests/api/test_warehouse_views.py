@@ -162,7 +162,7 @@ def test_explain_customers_and_anomalies_while_the_pipeline_writes(
         usage = {u["meter_id"]: u for u in state["warehouse"]["usage_to_date"]}
         assert int(usage["nimbus_small__input_tokens"]["quantity_units"]) == 510_000
         assert state["warehouse"]["plan"]["plan_id"] == "starter"
-        assert set(state["not_built"]) == {"credit_consumption"}
+        assert state["not_built"] == {}
         entitlement = state["warehouse"]["entitlement"]  # Starter's cap: 60,000 a month
         assert (entitlement["state"], entitlement["spend_cap_minor"]) == ("ok", "60000")
         assert entitlement["spend_minor"] == "27.2"
