@@ -3,9 +3,13 @@ random grants and charges."""
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,6 +156,65 @@ def test_balances_carry_into_the_next_period_but_returns_stay_in_their_period() 
     }
     # November could use 30 of what was left; the decrease returns November's credit only.
     assert november == {(2, Decimal(30)), (3, Decimal(-30))}
+
+
+PRICING_DOC = Path(__file__).resolve().parents[2] / "docs" / "pricing.md"
+
+
+def doc_block(name: str) -> list[dict[str, str]]:
+    """The rows of the ```csv <name> block of the doc's *Credits* worked example."""
+    text = PRICING_DOC.read_text()
+    (block,) = re.findall(rf"```csv {name}\n(.*?)```", text, flags=re.S)
+    return list(csv.DictReader(io.StringIO(block)))
+
+
+def test_the_doc_worked_example_is_reproduced_from_its_own_numbers() -> None:
+    grants = [
+        CreditGrant(
+            grant_id=row["grant_id"],
+            customer_id="cus_doc",
+            currency="usd",
+            amount_minor=Decimal(row["amount_minor"]),
+            effective_at=datetime.fromisoformat(row["effective_at"]),
+            expires_at=datetime.fromisoformat(row["expires_at"]) if row["expires_at"] else None,
+            priority=int(row["priority"]),
+            meters=frozenset(filter(None, row["meters"].split(";"))),
+        )
+        for row in doc_block("credit_grants")
+    ]
+    charges = [
+        UsageCharge(
+            "cus_doc",
+            row["meter_id"],
+            date.fromisoformat(row["usage_date"]),
+            OCTOBER,
+            "usd",
+            Decimal(row["amount_minor"]),
+        )
+        for row in doc_block("usage_charges")
+    ]
+    last_day = max(c.usage_date for c in charges)
+    allocation = apply_credits(grants, charges, rated_through=last_day)
+    assert sorted(
+        (a.usage_date.isoformat(), a.meter_id, a.grant_id, a.amount_minor)
+        for a in allocation.applications
+    ) == sorted(
+        (row["usage_date"], row["meter_id"], row["grant_id"], Decimal(row["amount_minor"]))
+        for row in doc_block("credit_applications")
+    )
+    assert [(e.grant_id, e.expires_at, e.remaining_minor) for e in allocation.expiries] == [
+        (
+            row["grant_id"],
+            datetime.fromisoformat(row["expires_at"]),
+            Decimal(row["remaining_minor"]),
+        )
+        for row in doc_block("credit_expiries")
+    ]
+    # The doc's totals: input charges 14, credit 14; output charges 27, credit 26 (1 owed).
+    credited: dict[str, Decimal] = defaultdict(Decimal)
+    for a in allocation.applications:
+        credited[a.meter_id] += a.amount_minor
+    assert dict(credited) == {"input_tokens": Decimal(14), "output_tokens": Decimal(26)}
 
 
 # --- invariants on random grants and charges --------------------------------------------------
