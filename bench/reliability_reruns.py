@@ -249,6 +249,41 @@ def _progress(row: Row) -> None:
     print(f"{row.test}: {row.how_many} in {row.seconds:.0f} s: {result}", flush=True)
 
 
+# What this harness found, kept with its section (the section is rewritten on every run).
+FOUND_AND_FIXED = [
+    "Found by this harness and fixed (commit 6970c58): `orchestration/assets/dbt.py` set "
+    '`os.environ["METERBOOK_WAREHOUSE_PATH"]` to the warehouse it built and never restored it, '
+    "and `get_settings()` prefers that variable to the data directory's warehouse, so a process "
+    "that billed a second data directory (a test, this harness) silently kept using the first "
+    "one's warehouse: in the run of 2026-11-30 the out-of-order pipeline rated from the clean "
+    "run's warehouse, so its ledger came out identical to the clean run's. The dbt step now hands "
+    "the path to dbt's process only (`tests/pipeline/test_end_to_end.py::"
+    "test_a_day_without_files_runs_clean_on_a_new_warehouse` asserts it), and the harness names "
+    "each pipeline's warehouse itself.",
+    "",
+    "Found by this harness and fixed: days run out of order left Stripe with more usage than was "
+    "rated for a slot. Copies of an `event_id` are resolved over every day ingested, the copy "
+    "received first winning (`ingestion/usage_events.py`), and `stripe_meter_events` sent each "
+    "touched slot's rated quantity as soon as its run rated it. Run day 2 before day 1 and a "
+    "conflicting copy in day 2's files was accepted for now, rated and sent; when day 1 ran, its "
+    "own copy won and the rating and the ledger went down (the ledger by a revision), but a "
+    "meter event cannot be lowered, so Stripe kept the excess. Stripe's own correction (a meter "
+    "event adjustment cancelling an event by identifier) is accepted only within 24 hours and "
+    "confirmed asynchronously, so it cannot make a late backfill exact. Instead the Stripe step "
+    "holds a slot back while an arrival day that could still lower it has raw files not "
+    "ingested (`orchestration/stripe_holds.py`: for a slot of usage date U whose accepted usage "
+    "arrived up to day A, the days U-1 to A), records it in `stripe_sync.held_meter_slots`, says "
+    "so in the run's log and metadata and in the `stripe_outbox_clear` check, and plans it again "
+    "in every later run until its days ran. Not covered (a decrease is still reported and "
+    "reconciled as `extra_usage`): a conflicting copy with another `occurred_at` received days "
+    "earlier, one received in the 6 hours before its file's day, and a file that changes after "
+    "its day ran. Regression tests: `tests/reliability/test_out_of_order_days.py` and "
+    "`tests/reliability/test_reruns.py` (the whole pipeline, day 2 before day 1: Stripe = the "
+    "clean run, outbox and meter events included).",
+    "",
+]
+
+
 def _section(
     scale: reruns.RerunScale,
     scale_name: str,
@@ -280,10 +315,10 @@ def _section(
         f"{clean_state.meter_events_accepted:,} meter events for "
         f"{len(clean_state.stripe_usage):,} customer-meter-day slots.",
         "",
-        "Not the demo month: a Dagster run costs 40-90 s here whatever its size (two dbt "
-        "invocations), so 30 days run 5 times one day at a time would take hours; a shorter "
-        "period keeps every shape (single days, ranges, overlaps, days out of order) in about "
-        "15 minutes.",
+        "Not the demo month: a Dagster run has a fixed cost (two dbt invocations, a quality "
+        "gate's Great Expectations import; 10-60 s here), so 30 days run 5 times one day at a "
+        "time would take hours; a shorter period keeps every shape (single days, ranges, "
+        "overlaps, days out of order) in a quarter of an hour.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -304,8 +339,11 @@ def _section(
         "between the rated amount and what it holds, as revisions `r1, r2, …`. Run day 2 "
         "first and the late usage it carries for day 1 is posted as day 1's `r1`; day 1's "
         "own usage follows as `r2`. Same totals per slot and account, other transactions. "
-        "Re-runs after that change nothing.",
+        "Re-runs after that change nothing. For the same reason it sends more meter events: "
+        "a slot's usage reaches Stripe as increases only, one per run that raised it; what "
+        "Stripe counts per slot is the clean run's.",
         "",
+        *FOUND_AND_FIXED,
     ]
     return "\n".join(lines)
 
