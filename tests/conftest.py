@@ -88,6 +88,7 @@ SHARED_FIXTURE_GROUPS = {
     "tests/reporting/test_finance_report.py": "finance_report",
     "tests/ledger/test_processes.py": "ledger_processes",
     "tests/test_sample_data.py": "sample_data",
+    "tests/test_xdist_groups.py": "xdist_groups",
 }
 # Files whose tests bill days through the whole pipeline (most of a minute each, or more): they
 # start first, so the workers share them out instead of one of them ending the session alone.
@@ -100,6 +101,9 @@ LONG_RUNNING = (
 )
 
 
+# First, so the marks exist when pytest-xdist's own hook reads them (it tags each node id with
+# its group); tests/test_xdist_groups.py checks that the grouping takes effect.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = SHARED_FIXTURE_GROUPS.get(item.nodeid.split("::")[0])
