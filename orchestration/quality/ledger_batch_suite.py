@@ -21,9 +21,7 @@ EXACT_AMOUNT = r"^-?[0-9]+\.[0-9]{12}$"
 # credit expiries per grant (a grant id may hold ':'), each with its revision.
 REVISION = r":r[1-9][0-9]*"
 SLOT = r"[^:]+:[^:]+:[0-9]{4}-[0-9]{2}-[0-9]{2}"
-BATCH_KEY = (
-    rf"^(usage_accrual:{SLOT}|credit_application:.+:{SLOT}|credit_expiry:.+){REVISION}$"
-)
+BATCH_KEY = rf"^(usage_accrual:{SLOT}|credit_application:.+:{SLOT}|credit_expiry:.+){REVISION}$"
 
 PROFILE_SQL = """
 select
@@ -52,9 +50,7 @@ def build_suite(gx: Any) -> Any:
     expectations = gx.expectations
     suite = gx.ExpectationSuite(name="ledger_batch")
     suite.add_expectation(
-        expectations.ExpectColumnValuesToMatchRegex(
-            column="transaction_key", regex=BATCH_KEY
-        )
+        expectations.ExpectColumnValuesToMatchRegex(column="transaction_key", regex=BATCH_KEY)
     )
     suite.add_expectation(
         expectations.ExpectColumnValuesToMatchRegex(column="currency", regex=r"^[a-z]{3}$")
