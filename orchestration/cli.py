@@ -151,6 +151,11 @@ def demo(
         raise typer.BadParameter(
             "The demo sends usage to the local Stripe; unset METERBOOK_STRIPE_API_BASE."
         )
+    from orchestration.demo_credits import grant_demo_credits
+    from orchestration.resources import ledger_url_outside_dagster
+
+    grants = grant_demo_credits(settings, ledger_url_outside_dagster(settings), first_day)
+    typer.echo(f"Credit grants in force for the demo: {grants} (docs/pricing.md, Credits).")
     port = int(settings.stripe_api_base.rsplit(":", 1)[1])
     with LocalStripeServer(
         port=port,
@@ -520,6 +525,14 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
         "  spend caps (last day):  "
         + ", ".join(f"{state} {states.get(state, 0):,}" for state in ("ok", "warning", "capped"))
     )
+    for credit in figures.credits:
+        typer.echo(
+            f"  credit grants:          {credit.grants:,}: "
+            f"granted {format_minor(credit.granted_minor, credit.currency)}, "
+            f"applied to usage {format_minor(credit.applied_minor, credit.currency)}, "
+            f"expired unused {format_minor(credit.expired_minor, credit.currency)}, "
+            f"left {format_minor(credit.left_minor, credit.currency)}"
+        )
     typer.echo(f"  ledger transactions:    {figures.ledger_transactions:,}")
     typer.echo(f"  ledger balanced:        {'yes' if figures.ledger_balanced else 'NO'}")
     typer.echo(f"  ledger content hash:    {figures.ledger_content_hash}")

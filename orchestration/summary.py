@@ -20,6 +20,21 @@ class CustomerBill:
 
 
 @dataclass(frozen=True)
+class CreditSummary:
+    """Credit grants in one currency and what became of them (exact minor units)."""
+
+    currency: str
+    grants: int
+    granted_minor: Decimal
+    applied_minor: Decimal
+    expired_minor: Decimal
+
+    @property
+    def left_minor(self) -> Decimal:
+        return self.granted_minor - self.applied_minor - self.expired_minor
+
+
+@dataclass(frozen=True)
 class PipelineSummary:
     raw_lines: int
     accepted_lines: int
@@ -34,6 +49,7 @@ class PipelineSummary:
     outbox_states: dict[str, int] = field(default_factory=dict)
     # Per entitlement state (ok / warning / capped): customers in it on their last rated day.
     entitlement_states: dict[str, int] = field(default_factory=dict)
+    credits: list[CreditSummary] = field(default_factory=list)
 
     @property
     def lines_conserved(self) -> bool:
@@ -61,6 +77,7 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
             "arg_max(entitlement_state, usage_date) as entitlement_state "
             "from customer_entitlements_daily group by customer_id) group by 1 order by 1"
         ).fetchall()
+        credits = _credit_summaries(conn)
     assert counts is not None
     with Ledger.connect(ledger_url) as book:
         report = book.verify()
@@ -81,7 +98,33 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         usage_revenue_minor=revenue,
         outbox_states=states,
         entitlement_states={state: int(n) for state, n in entitlements},
+        credits=credits,
     )
+
+
+def _credit_summaries(conn: duckdb.DuckDBPyConnection) -> list[CreditSummary]:
+    """From the allocation the last run recorded (billing.credit_*; none before grants)."""
+    (tables,) = conn.execute(
+        "select count(*) from duckdb_tables() where schema_name = 'billing' "
+        "and table_name in ('credit_grants', 'credit_applications', 'credit_expiries')"
+    ).fetchone() or (0,)
+    if tables < 3:
+        return []
+    rows = conn.execute(
+        """
+        select g.currency, count(*), sum(g.amount_minor),
+               coalesce(sum(a.applied), 0), coalesce(sum(e.remaining_minor), 0)
+        from billing.credit_grants g
+        left join (select grant_id, sum(amount_minor) as applied
+                   from billing.credit_applications group by 1) a using (grant_id)
+        left join billing.credit_expiries e using (grant_id)
+        group by 1 order by 1
+        """
+    ).fetchall()
+    return [
+        CreditSummary(currency, int(grants), Decimal(granted), Decimal(applied), Decimal(expired))
+        for currency, grants, granted, applied, expired in rows
+    ]
 
 
 def format_minor(amount_minor: int | Decimal, currency: str) -> str:

@@ -25,7 +25,7 @@ from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import get_settings
-from orchestration.summary import collect_summary
+from orchestration.summary import CreditSummary, collect_summary
 from tests.api.conftest import api_config, write_customers
 from tests.conftest import PipelineEnvironment
 from tests.dbt_cli import run_dbt
@@ -306,6 +306,11 @@ def test_a_partition_run_again_or_backfilled_over_changes_nothing(
         ("api-grant-2", DAY_2, Decimal("1.55")),
     ]
     assert expired == [("api-grant-1", Decimal("4.35"))]
+    summary = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
+    assert summary.credits == [
+        CreditSummary("usd", 2, Decimal(35), Decimal("27.20"), Decimal("4.35"))
+    ]
+    assert summary.credits[0].left_minor == Decimal("3.45")  # the prepaid credit's rest
 
     _run(DAY_2, DAY_2)  # the same partition twice
     twice = (_ledger_state(pipeline_env.ledger_url), len(local_meter_events(stripe_server)))
