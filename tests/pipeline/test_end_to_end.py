@@ -51,6 +51,7 @@ NATURAL_KEYS = {
     "int_usage_daily": "customer_id, usage_date, event_type, model",
     "billable_usage_daily": "customer_id, meter_id, usage_date",
     "invoice_lines": "customer_id, billing_period_start_date, meter_id",
+    "invoice_credits": "customer_id, billing_period_start_date, meter_id, currency",
 }
 
 
@@ -301,11 +302,18 @@ def test_a_partition_run_again_or_backfilled_over_changes_nothing(
         expired = conn.execute(
             "select grant_id, remaining_minor from billing.credit_expiries"
         ).fetchall()
+        # Beta's invoice: 28 of usage (EXPECTED_INVOICE_TOTALS), all paid by credit, per line.
+        invoiced = conn.execute(
+            "select sum(usage_amount_minor), sum(credit_applied_minor), sum(amount_due_minor) "
+            "from invoice_credits where customer_id = ?",
+            [BETA],
+        ).fetchone()
     assert applied == [
         ("api-grant-1", DAY_1, Decimal("25.65")),
         ("api-grant-2", DAY_2, Decimal("1.55")),
     ]
     assert expired == [("api-grant-1", Decimal("4.35"))]
+    assert invoiced == (28, 28, 0)
     summary = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
     assert summary.credits == [
         CreditSummary("usd", 2, Decimal(35), Decimal("27.20"), Decimal("4.35"))
