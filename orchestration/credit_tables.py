@@ -78,112 +78,101 @@ def usage_charges(
     ], rated_through
 
 
+# Each table's columns, with the SQL that casts the staged text back (exact, no float on the way).
+GRANT_COLUMNS = {
+    "grant_id": "grant_id",
+    "customer_id": "customer_id",
+    "credit_kind": "credit_kind",
+    "currency": "currency",
+    "amount_minor": "cast(amount_minor as decimal(38, 12))",
+    "effective_at": "cast(effective_at as timestamptz)",
+    "expires_at": "cast(expires_at as timestamptz)",
+    "priority": "cast(priority as integer)",
+    "meters": "case when meters = '' then []::varchar[] else string_split(meters, ',') end",
+}
+APPLICATION_COLUMNS = {
+    "grant_id": "grant_id",
+    "customer_id": "customer_id",
+    "meter_id": "meter_id",
+    "usage_date": "cast(usage_date as date)",
+    "billing_period_start_date": "cast(billing_period_start_date as date)",
+    "currency": "currency",
+    "amount_minor": "cast(amount_minor as decimal(38, 12))",
+}
+EXPIRY_COLUMNS = {
+    "grant_id": "grant_id",
+    "customer_id": "customer_id",
+    "currency": "currency",
+    "expires_at": "cast(expires_at as timestamptz)",
+    "remaining_minor": "cast(remaining_minor as decimal(38, 12))",
+}
+
+
 def write_allocation(
     conn: duckdb.DuckDBPyConnection, grants: Iterable[LedgerGrant], allocation: CreditAllocation
 ) -> int:
-    """Replace the three tables with these grants and their allocation; rows written."""
+    """Replace the three tables with these grants and their allocation, in one transaction;
+    returns the rows written."""
     ensure_schema(conn)
-    grant_rows = pd.DataFrame(
-        [
-            (
-                g.terms.grant_id,
-                g.terms.customer_id,
-                g.credit_kind.value,
-                g.terms.currency,
-                format(g.terms.amount_minor, "f"),
-                g.terms.effective_at.isoformat(),
-                g.terms.expires_at.isoformat() if g.terms.expires_at else None,
-                g.terms.priority,
-                ",".join(sorted(g.terms.meters)),
-            )
-            for g in grants
-        ],
-        columns=[
-            "grant_id",
-            "customer_id",
-            "credit_kind",
-            "currency",
-            "amount_minor",
-            "effective_at",
-            "expires_at",
-            "priority",
-            "meters",
-        ],
-        dtype=object,
-    )
-    application_rows = pd.DataFrame(
-        [
-            (
-                a.grant_id,
-                a.customer_id,
-                a.meter_id,
-                a.usage_date.isoformat(),
-                a.billing_period_start_date.isoformat(),
-                a.currency,
-                format(a.amount_minor, "f"),
-            )
-            for a in allocation.applications
-        ],
-        columns=[
-            "grant_id",
-            "customer_id",
-            "meter_id",
-            "usage_date",
-            "billing_period_start_date",
-            "currency",
-            "amount_minor",
-        ],
-        dtype=object,
-    )
-    expiry_rows = pd.DataFrame(
-        [
-            (
-                e.grant_id,
-                e.customer_id,
-                e.currency,
-                e.expires_at.isoformat(),
-                format(e.remaining_minor, "f"),
-            )
-            for e in allocation.expiries
-        ],
-        columns=["grant_id", "customer_id", "currency", "expires_at", "remaining_minor"],
-        dtype=object,
-    )
-    conn.register("grant_rows", grant_rows)
-    conn.register("application_rows", application_rows)
-    conn.register("expiry_rows", expiry_rows)
+    grant_rows = [
+        (
+            g.terms.grant_id,
+            g.terms.customer_id,
+            g.credit_kind.value,
+            g.terms.currency,
+            format(g.terms.amount_minor, "f"),
+            g.terms.effective_at.isoformat(),
+            g.terms.expires_at.isoformat() if g.terms.expires_at else None,
+            g.terms.priority,
+            ",".join(sorted(g.terms.meters)),
+        )
+        for g in grants
+    ]
+    application_rows = [
+        (
+            a.grant_id,
+            a.customer_id,
+            a.meter_id,
+            a.usage_date.isoformat(),
+            a.billing_period_start_date.isoformat(),
+            a.currency,
+            format(a.amount_minor, "f"),
+        )
+        for a in allocation.applications
+    ]
+    expiry_rows = [
+        (
+            e.grant_id,
+            e.customer_id,
+            e.currency,
+            e.expires_at.isoformat(),
+            format(e.remaining_minor, "f"),
+        )
+        for e in allocation.expiries
+    ]
     conn.execute("begin")
-    conn.execute("delete from billing.credit_grants")
-    conn.execute("delete from billing.credit_applications")
-    conn.execute("delete from billing.credit_expiries")
-    conn.execute(
-        """
-        insert into billing.credit_grants
-        select grant_id, customer_id, credit_kind, currency,
-               cast(amount_minor as decimal(38, 12)), cast(effective_at as timestamptz),
-               cast(expires_at as timestamptz), cast(priority as integer),
-               case when meters = '' then []::varchar[] else string_split(meters, ',') end
-        from grant_rows
-        """
-    )
-    conn.execute(
-        """
-        insert into billing.credit_applications
-        select grant_id, customer_id, meter_id, cast(usage_date as date),
-               cast(billing_period_start_date as date), currency,
-               cast(amount_minor as decimal(38, 12))
-        from application_rows
-        """
-    )
-    conn.execute(
-        """
-        insert into billing.credit_expiries
-        select grant_id, customer_id, currency, cast(expires_at as timestamptz),
-               cast(remaining_minor as decimal(38, 12))
-        from expiry_rows
-        """
+    written = (
+        _replace_table(conn, "billing.credit_grants", GRANT_COLUMNS, grant_rows)
+        + _replace_table(conn, "billing.credit_applications", APPLICATION_COLUMNS, application_rows)
+        + _replace_table(conn, "billing.credit_expiries", EXPIRY_COLUMNS, expiry_rows)
     )
     conn.execute("commit")
-    for name in ("grant_rows", "application_rows", "expiry_rows"):
-        conn.unregister(name)
-    return len(grant_rows) + len(application_rows) + len(expiry_rows)
+    return written
+
+
+def _replace_table(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: dict[str, str],
+    rows: list[tuple[object, ...]],
+) -> int:
+    """Replace ``table``'s rows with ``rows`` (text, cast back by ``columns``), as one
+    columnar insert (DuckDB's executemany binds a row at a time)."""
+    staged = pd.DataFrame(rows, columns=list(columns), dtype=object)
+    conn.register("staged_rows", staged)
+    try:
+        conn.execute(f"delete from {table}")
+        conn.execute(f"insert into {table} select {', '.join(columns.values())} from staged_rows")
+    finally:
+        conn.unregister("staged_rows")
+    return len(staged)
