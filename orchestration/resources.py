@@ -131,9 +131,10 @@ class StripeResource(dg.ConfigurableResource):
         )
 
     def _ensure_local_server(self) -> None:
-        from stripe_local.server import is_running, start_detached
+        from stripe_local.server import is_running, serving_db_path, start_detached
 
         if is_running(self.api_base):
+            self._refuse_another_data_directorys_server(serving_db_path(self.api_base))
             return
         port = int(self.api_base.rsplit(":", 1)[1].split("/")[0])
         process = start_detached(
@@ -155,6 +156,19 @@ class StripeResource(dg.ConfigurableResource):
                     f"see {Path(self.local_db).with_suffix('.log')}."
                 )
             time.sleep(0.1)
+
+    def _refuse_another_data_directorys_server(self, serving: str | None) -> None:
+        """A detached local Stripe outlives its run; one started for another data directory
+        must not receive this one's usage (a server in memory is a test's own, and accepted)."""
+        if serving is None or serving == ":memory:":
+            return
+        if Path(serving).resolve() != Path(self.local_db).resolve():
+            raise RuntimeError(
+                f"The local Stripe on {self.api_base} keeps its data in {serving}, not in this "
+                f"data directory's {self.local_db}: this run's usage would reach another "
+                f"Stripe. Stop that server (its pid is in {Path(serving).with_suffix('.pid')}) "
+                "or set METERBOOK_STRIPE_API_BASE to another port on 127.0.0.1."
+            )
 
 
 def _secret(name: str, default: str | None) -> dg.EnvVar | str | None:

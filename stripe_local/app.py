@@ -553,6 +553,7 @@ def create_app(
     async def local_stats(request: Request) -> Response:
         return JSONResponse(
             {
+                "db_path": str(store.path),
                 "customers": store.count("customer"),
                 "meters": store.count("billing.meter"),
                 "meter_events": store.meter_event_count(),

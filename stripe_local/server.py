@@ -142,6 +142,16 @@ def is_running(url: str) -> bool:
         return False
 
 
+def serving_db_path(url: str) -> str | None:
+    """Where the local Stripe answering at ``url`` keeps its data (``:memory:`` or an absolute
+    path); None when nothing answers or the server does not say."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/_local/stats", timeout=1) as response:
+            return json.loads(response.read()).get("db_path")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+
+
 def start_detached(
     port: int,
     db_path: Path | str,

@@ -54,6 +54,8 @@ class LocalStripeStore:
     """Thread-safe: one connection, one lock (the server is small; correctness over speed)."""
 
     def __init__(self, path: Path | str = ":memory:") -> None:
+        # Where this server keeps its data (absolute), so a client can tell whose server it is.
+        self.path = path if str(path) == ":memory:" else str(Path(path).resolve())
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         # WAL without a sync per commit: a crash of the machine may lose the last writes of

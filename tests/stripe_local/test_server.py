@@ -113,3 +113,21 @@ def test_the_command_line_refuses_a_missing_seed_file(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_a_run_refuses_the_local_stripe_of_another_data_directory(tmp_path: Path) -> None:
+    """A detached local Stripe outlives its run on its port; a run of another data directory
+    must not send its usage there (it used to, silently)."""
+    from orchestration.resources import StripeResource
+
+    ours, theirs = tmp_path / "ours.sqlite3", tmp_path / "theirs.sqlite3"
+    with LocalStripeServer(db_path=theirs, now=NOW_ISO) as server:
+        resource = StripeResource(api_base=server.url, api_key="sk_test_1", local_db=str(ours))
+        with pytest.raises(RuntimeError, match=r"keeps its data in .*theirs\.sqlite3"):
+            resource.client()
+        same = StripeResource(api_base=server.url, api_key="sk_test_1", local_db=str(theirs))
+        assert same.client() is not None
+    # A test's own server in memory is accepted whatever the data directory.
+    with LocalStripeServer(db_path=":memory:", now=NOW_ISO) as server:
+        resource = StripeResource(api_base=server.url, api_key="sk_test_1", local_db=str(ours))
+        assert resource.client() is not None
