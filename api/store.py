@@ -29,9 +29,6 @@ from psycopg.types.json import Jsonb
 
 from api.auth import Principal
 from api.errors import ApiError
-from ledger.credit_applications import LedgerGrant
-from ledger.postings import CreditKind
-from pricing.credits import CreditGrant
 
 SCHEMA_SQL = """
 create schema if not exists api;
@@ -273,49 +270,6 @@ def customer_grants(conn: psycopg.Connection, customer_id: str) -> list[dict[str
         [customer_id],
     ).fetchall()
     return [grant_from_row(row) for row in rows]
-
-
-def approved_credit_grants(conn: psycopg.Connection) -> list[LedgerGrant]:
-    """Every approved grant's terms, effective when its grant was posted to the ledger: what
-    the pipeline applies to usage. None before the API first ran (no table yet)."""
-    if conn.execute("select to_regclass('api.credit_grants')").fetchone() == (None,):
-        return []
-    rows = conn.execute(
-        """
-        select g.grant_id, g.customer_id, g.credit_kind, g.amount_minor, g.currency,
-               t.effective_at, g.expires_at, g.priority, g.metrics
-        from api.credit_grants g
-        join ledger.transactions t on t.transaction_key = g.ledger_transaction_key
-        where g.status = 'approved'
-        order by g.grant_id
-        """
-    ).fetchall()
-    return [
-        LedgerGrant(
-            CreditGrant(
-                grant_id=grant_id,
-                customer_id=customer_id,
-                currency=currency,
-                amount_minor=Decimal(amount),
-                effective_at=effective_at,
-                expires_at=expires_at,
-                priority=priority,
-                meters=frozenset(metrics),
-            ),
-            CreditKind(credit_kind),
-        )
-        for (
-            grant_id,
-            customer_id,
-            credit_kind,
-            amount,
-            currency,
-            effective_at,
-            expires_at,
-            priority,
-            metrics,
-        ) in rows
-    ]
 
 
 def encode_cursor(effective_at: datetime, transaction_id: int) -> str:

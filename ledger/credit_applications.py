@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+import psycopg
+
 from ledger.accounts import customer_account, platform_account
 from ledger.model import EXACT, Entry, Transaction
 from ledger.postings import CREDIT_ACCOUNT, CREDIT_EXPIRY_TARGET, CreditKind
@@ -122,6 +124,50 @@ def plan_credit_postings(
         if transaction is not None:
             transactions.append(transaction)
     return transactions
+
+
+def approved_credit_grants(conn: psycopg.Connection) -> list[LedgerGrant]:
+    """Every approved grant's terms (the billing API keeps them in ``api.credit_grants``),
+    effective when the grant was posted to the ledger: what the pipeline applies to usage.
+    None before the API first ran (no table yet)."""
+    if conn.execute("select to_regclass('api.credit_grants')").fetchone() == (None,):
+        return []
+    rows = conn.execute(
+        """
+        select g.grant_id, g.customer_id, g.credit_kind, g.amount_minor, g.currency,
+               t.effective_at, g.expires_at, g.priority, g.metrics
+        from api.credit_grants g
+        join ledger.transactions t on t.transaction_key = g.ledger_transaction_key
+        where g.status = 'approved'
+        order by g.grant_id
+        """
+    ).fetchall()
+    return [
+        LedgerGrant(
+            CreditGrant(
+                grant_id=grant_id,
+                customer_id=customer_id,
+                currency=currency,
+                amount_minor=Decimal(amount),
+                effective_at=effective_at,
+                expires_at=expires_at,
+                priority=priority,
+                meters=frozenset(metrics),
+            ),
+            CreditKind(credit_kind),
+        )
+        for (
+            grant_id,
+            customer_id,
+            credit_kind,
+            amount,
+            currency,
+            effective_at,
+            expires_at,
+            priority,
+            metrics,
+        ) in rows
+    ]
 
 
 def _gone(cause_id: str, grant: LedgerGrant, posted: Mapping[str, CauseTotal]) -> _Target:

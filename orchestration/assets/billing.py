@@ -12,11 +12,11 @@ import dagster as dg
 import duckdb
 import psycopg
 
-from api.store import approved_credit_grants
 from crash_points import crash_point
 from ledger.credit_applications import (
     CREDIT_APPLICATION_KIND,
     CREDIT_EXPIRY_KIND,
+    approved_credit_grants,
     plan_credit_postings,
 )
 from ledger.model import Transaction
