@@ -41,6 +41,9 @@ STRIPE_EXPORT_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "subscription_items": ("id", "subscription", "price", "quantity", "created"),
 }
+# Prices may also carry Stripe's fields of tiered and package prices (``tiers`` and
+# ``transform_quantity`` as JSON); the loader keeps the columns above and ignores these.
+STRIPE_PRICE_EXTRA_COLUMNS: tuple[str, ...] = ("tiers_mode", "tiers", "transform_quantity")
 # Invoices come back from Stripe for reconciliation; until the first period closes there are
 # none, so a missing file loads as an empty table.
 STRIPE_INVOICE_TABLES: dict[str, tuple[str, ...]] = {

@@ -5,7 +5,8 @@ duplicated and out of order on demand.
 - ``POST /v1/webhook_endpoints`` registers a receiver; its ``secret`` signs every delivery.
 - ``POST /_local/bill`` (``period_start``, ``period_end``) invoices every active subscription for
   that period: one line per subscription item, metered quantities from the meter's events in the
-  period, per-unit or tiered (graduated or volume) prices, each line rounded to whole cents half
+  period, per-unit (with ``transform_quantity`` for packages) or tiered (graduated or volume)
+  prices, each line rounded to whole cents half
   away from zero. The invoice is finalised and paid, or declined, as the customer's metadata
   ``local_payment`` says: ``succeeds`` (default), ``declines:N`` (N failed attempts, then paid)
   or ``declines:forever`` (three failed attempts, then marked uncollectible). Each step is an
@@ -51,22 +52,30 @@ def round_half_away_from_zero(amount: Decimal) -> int:
 def line_amount(price: dict[str, Any], quantity: int) -> Decimal:
     """What a quantity costs at a price, exactly (minor units, before rounding)."""
     if price.get("billing_scheme") != "tiered":
+        transform = price.get("transform_quantity")
+        if transform:  # packages: quantity / divide_by, rounded as the price says
+            whole, rest = divmod(quantity, int(transform["divide_by"]))
+            quantity = whole + (1 if rest and transform["round"] == "up" else 0)
         return Decimal(price["unit_amount_decimal"] or 0) * quantity
     tiers = price["tiers"]
     if price["tiers_mode"] == "volume":
         for tier in tiers:
             if tier["up_to"] is None or quantity <= tier["up_to"]:
-                return Decimal(tier["unit_amount_decimal"]) * quantity + tier["flat_amount"]
+                return Decimal(tier["unit_amount_decimal"]) * quantity + _flat(tier)
     total = Decimal(0)
     lower = 0
     for tier in tiers:  # graduated: each tier prices the units that fall inside it
         upper = quantity if tier["up_to"] is None else min(quantity, tier["up_to"])
         if upper > lower:
-            total += Decimal(tier["unit_amount_decimal"]) * (upper - lower) + tier["flat_amount"]
+            total += Decimal(tier["unit_amount_decimal"]) * (upper - lower) + _flat(tier)
         lower = upper if tier["up_to"] is None else tier["up_to"]
         if quantity <= lower:
             break
     return total
+
+
+def _flat(tier: dict[str, Any]) -> Decimal:
+    return Decimal(str(tier.get("flat_amount_decimal") or tier.get("flat_amount") or 0))
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:

@@ -47,6 +47,40 @@ def _decimal(value: Any, param: str) -> str:
     return str(value)
 
 
+def _flat_amount(tier: dict[str, Any], where: str) -> dict[str, Any]:
+    """A tier's flat fee, whole (``flat_amount``) or sub-cent (``flat_amount_decimal``)."""
+    if "flat_amount_decimal" in tier:
+        exact = _decimal(tier["flat_amount_decimal"], f"{where}[flat_amount_decimal]")
+        number = Decimal(exact)
+        whole = int(number) if number == number.to_integral_value() else None
+        return {"flat_amount": whole, "flat_amount_decimal": exact}
+    amount = int(tier.get("flat_amount", 0))
+    return {"flat_amount": amount, "flat_amount_decimal": str(amount)}
+
+
+def _transform_quantity(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Stripe's ``transform_quantity``: bill ``quantity / divide_by``, rounded up or down."""
+    if "transform_quantity" not in params:
+        return None
+    transform = hash_param(params, "transform_quantity")
+    try:
+        divide_by = int(transform.get("divide_by", ""))
+    except ValueError:
+        divide_by = 0
+    if divide_by < 1:
+        raise StripeError(
+            400,
+            "transform_quantity[divide_by] must be a positive integer.",
+            param="transform_quantity[divide_by]",
+        )
+    rounding = transform.get("round")
+    if rounding not in ("up", "down"):
+        raise StripeError(
+            400, "transform_quantity[round] must be up or down.", param="transform_quantity[round]"
+        )
+    return {"divide_by": divide_by, "round": rounding}
+
+
 def catalog_routes(
     store: LocalStripeStore, clock: Callable[[], int], route: RouteMaker, listing: Listing
 ) -> list[Route]:
@@ -122,7 +156,7 @@ def catalog_routes(
                             tier.get("unit_amount_decimal", tier.get("unit_amount", "0")),
                             f"{where}[unit_amount_decimal]",
                         ),
-                        "flat_amount": int(tier.get("flat_amount", 0)),
+                        **_flat_amount(tier, where),
                     }
                 )
             unit_amount_decimal = None
@@ -133,6 +167,7 @@ def catalog_routes(
                 "unit_amount_decimal",
             )
         recurring = hash_param(params, "recurring") if "recurring" in params else None
+        transform = _transform_quantity(params) if scheme == "per_unit" else None
         price = {
             "id": new_id("price"),
             "object": "price",
@@ -154,6 +189,7 @@ def catalog_routes(
             },
             "tiers": tiers or None,
             "tiers_mode": mode,
+            "transform_quantity": transform,
             "type": "recurring" if recurring else "one_time",
             "unit_amount": None
             if unit_amount_decimal is None or "." in unit_amount_decimal

@@ -4,7 +4,8 @@ Customers, products, prices, subscriptions and subscription items (and, for reco
 invoices and their line items) are listed through the API
 (every page, via the client's auto-pagination) and written as ``<table>.csv`` with Stripe's field
 names, the same files a Stripe export gives, so the ``stripe_exports`` asset loads either. Prices
-also carry ``tiers_mode`` and ``tiers`` (JSON), Stripe's fields for tiered prices. Files are
+also carry ``tiers_mode``, ``tiers`` and ``transform_quantity`` (JSON), Stripe's fields for
+tiered and package prices. Files are
 written beside the old ones and renamed over them, so a failed pull leaves the last good set.
 """
 
@@ -20,9 +21,12 @@ from typing import Any
 
 import stripe
 
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, STRIPE_INVOICE_TABLES
+from ingestion.stripe_exports import (
+    STRIPE_EXPORT_TABLES,
+    STRIPE_INVOICE_TABLES,
+    STRIPE_PRICE_EXTRA_COLUMNS,
+)
 
-PRICE_EXTRA_COLUMNS = ("tiers_mode", "tiers")
 PAGE_SIZE = 100
 
 
@@ -49,6 +53,7 @@ def _price_row(price_object: stripe.Price) -> dict[str, str]:
     row["tiers_mode"] = _value(price, "tiers_mode")
     tiers = price.get("tiers")
     row["tiers"] = json.dumps(tiers, sort_keys=True, default=str) if tiers else ""
+    row["transform_quantity"] = _value(price, "transform_quantity")
     return row
 
 
@@ -136,7 +141,7 @@ def pull_catalog(client: stripe.StripeClient, stripe_dir: Path) -> dict[str, int
     staged = []
     for table, rows in tables.items():
         columns = {**STRIPE_EXPORT_TABLES, **STRIPE_INVOICE_TABLES}[table] + (
-            PRICE_EXTRA_COLUMNS if table == "prices" else ()
+            STRIPE_PRICE_EXTRA_COLUMNS if table == "prices" else ()
         )
         path = stripe_dir / f".{table}.csv.partial"
         with path.open("w", newline="") as handle:
