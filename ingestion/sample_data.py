@@ -7,8 +7,9 @@ price_book_dir=…)`` writes, under ``output_dir/raw``:
   (``received_at``), one event per line in the contract of ``../shared/README.md`` §2;
 - ``stripe/{customers,products,prices,subscriptions,subscription_items}.csv``: the Stripe objects
   of ``docs/architecture.md``, consistent with the usage and the price book (one active
-  subscription per customer covering the whole range, a metered price per plan and meter, a
-  licensed ``platform_fee`` price per plan);
+  subscription per customer covering the whole range, except one customer who changes plan
+  mid-range (``PlanChange``); per plan and meter, the metered Stripe price that bills what the
+  charge rates (``pricing.stripe_prices``); a licensed ``platform_fee`` price per plan);
 - ``sample_manifest.json``: the ``GenerationSummary`` (what was injected, per arrival day).
 
 Same arguments, same bytes: everything random comes from one ``numpy.random.default_rng(seed)``
@@ -87,7 +88,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES
+from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, STRIPE_PRICE_EXTRA_COLUMNS
+from pricing.price_book import load_price_book
+from pricing.stripe_prices import NotExpressibleAtStripe, StripePriceFields, stripe_price_fields
 
 SECOND_MS = 1_000
 HOUR_MS = 3_600_000
@@ -101,7 +104,9 @@ REQUEST_KIND_WEIGHTS = (0.45, 0.3, 0.15, 0.1)
 REQUEST_KIND_INPUT_FACTOR = (3.0, 1.0, 0.4, 1.5)
 REQUEST_KIND_CACHE_SHARE = (0.75, 0.35, 0.05, 0.5)
 # Share of plans by popularity (cheapest first), when the price book has these plans.
-PLAN_WEIGHTS = {"starter": 0.5, "pro": 0.35, "team": 0.15}
+PLAN_WEIGHTS = {"starter": 0.45, "pro": 0.3, "team": 0.15, "scale": 0.1}
+# Seed of the plan change's own random stream (see _plan_change).
+PLAN_CHANGE_STREAM = 0x9C
 MODEL_WEIGHTS = {"nimbus-small": 0.5, "nimbus-large": 0.38, "nimbus-reasoning": 0.12}
 # Lognormal token counts per model: (input median, input sigma, output median, output sigma).
 MODEL_TOKENS = {
@@ -207,6 +212,9 @@ class GenerationSummary:
     unknown_customer_ids: list[str]
     per_day: dict[str, dict[str, Any]]
     totals: dict[str, Any]
+    # Subscriptions changed to another plan mid-range: customer_id, from_plan, to_plan,
+    # changed_at (Unix seconds).
+    plan_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def generate_sample_data(
@@ -235,8 +243,9 @@ def generate_sample_data(
     rng = np.random.default_rng(seed)
     plans = _read_csv(price_book_dir / "price_book_plans.csv")
     meters = _read_csv(price_book_dir / "price_book_meters.csv")
-    meter_prices = _per_unit_charges(_read_csv(price_book_dir / "price_book_charges.csv"))
+    meter_prices = _stripe_meter_prices(price_book_dir)
     population = _make_population(rng, customers, plans, meters)
+    plan_change = _plan_change(seed, population, plans, meter_prices, start_date, days)
 
     raw_dir = raw_dir or output_dir / "raw"
     _write_stripe_exports(
@@ -246,6 +255,7 @@ def generate_sample_data(
         plans=plans,
         meters=meters,
         meter_prices=meter_prices,
+        plan_change=plan_change,
         start_date=start_date,
         days=days,
     )
@@ -301,6 +311,8 @@ def generate_sample_data(
         for write in writes:
             write.result()
     summary = _summary(start_date, days, customers, events_per_day, seed, mess, population, counts)
+    if plan_change is not None:
+        summary.plan_changes.append(plan_change.as_manifest())
     raw_dir.mkdir(parents=True, exist_ok=True)
     (raw_dir / MANIFEST_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
@@ -680,17 +692,87 @@ NAME_SECOND = (
 )
 
 
-def _per_unit_charges(charges: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The price book's charges as Stripe per-unit prices: the exports are generated for
-    per-unit charges without an allowance only so far (docs/pricing.md, Stripe)."""
-    for charge in charges:
-        if charge["charge_model"] != "per_unit" or int(charge["included_units"] or 0):
+@dataclass(frozen=True)
+class _MeterPrice:
+    """One row of ``price_book_charges`` as the Stripe price that bills the same."""
+
+    plan_id: str
+    meter_id: str
+    currency: str
+    fields: StripePriceFields
+
+
+def _stripe_meter_prices(price_book_dir: Path) -> list[_MeterPrice]:
+    """Every charge of the price book as a Stripe price (docs/pricing.md, What Stripe
+    receives); a charge no Stripe price expresses stops the generation with the reason."""
+    book = load_price_book(price_book_dir)
+    prices = []
+    for row in _read_csv(price_book_dir / "price_book_charges.csv"):
+        effective_from = date.fromisoformat(row["effective_from"])
+        (dated,) = [
+            d
+            for d in book.charges[(row["plan_id"], row["meter_id"])]
+            if d.effective_from == effective_from
+        ]
+        try:
+            fields = stripe_price_fields(dated.charge)
+        except NotExpressibleAtStripe as error:
             raise ValueError(
-                f"Sample Stripe exports support per-unit charges without an allowance only; "
-                f"{charge['plan_id']}:{charge['meter_id']} is {charge['charge_model']} with "
-                f"{charge['included_units']} included units."
-            )
-    return charges
+                f"Sample Stripe exports cannot price {row['plan_id']}:{row['meter_id']}: {error}"
+            ) from error
+        prices.append(_MeterPrice(row["plan_id"], row["meter_id"], row["currency"], fields))
+    return prices
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """A customer's subscription ended at ``changed_at`` (Unix seconds) and one on another plan
+    began at the same second: how the exports show a mid-period upgrade or downgrade."""
+
+    customer_id: str
+    from_plan: str
+    to_plan: str
+    changed_at: int
+    subscription_id: str  # the new subscription
+    item_ids: tuple[str, ...] = field(default=(), compare=False)  # its items, one per price
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "item_ids"}
+
+
+def _plan_change(
+    seed: int,
+    population: _Population,
+    plans: list[dict[str, str]],
+    meter_prices: list[_MeterPrice],
+    start_date: date,
+    days: int,
+) -> PlanChange | None:
+    """One customer moves to the next dearer plan (the dearest one down a plan), at a random
+    second of the middle third of the range. Drawn from a stream of its own, so the rest of the
+    data does not depend on it."""
+    by_fee = [
+        p["plan_id"]
+        for p in sorted(plans, key=lambda p: (Decimal(p["monthly_fee_minor"]), p["plan_id"]))
+    ]
+    if days < 2 or len(by_fee) < 2 or not population.ids:
+        return None
+    rng = np.random.default_rng([seed, PLAN_CHANGE_STREAM])
+    index = int(rng.integers(len(population.ids)))
+    from_plan = population.plans[index]
+    position = by_fee.index(from_plan)
+    to_plan = by_fee[position + 1] if position + 1 < len(by_fee) else by_fee[position - 1]
+    day_offset = int(rng.integers(max(1, days // 3), max(2, 2 * days // 3 + 1)))
+    changed_at = _epoch_ms(start_date) // 1000 + day_offset * 86_400 + int(rng.integers(86_400))
+    items = 1 + sum(price.plan_id == to_plan for price in meter_prices)  # fee + metered
+    return PlanChange(
+        customer_id=population.ids[index],
+        from_plan=from_plan,
+        to_plan=to_plan,
+        changed_at=changed_at,
+        subscription_id=_random_ids(rng, "sub_", 1)[0],
+        item_ids=tuple(_random_ids(rng, "si_", items)),
+    )
 
 
 def _write_stripe_exports(
@@ -700,7 +782,8 @@ def _write_stripe_exports(
     population: _Population,
     plans: list[dict[str, str]],
     meters: list[dict[str, str]],
-    meter_prices: list[dict[str, str]],
+    meter_prices: list[_MeterPrice],
+    plan_change: PlanChange | None,
     start_date: date,
     days: int,
 ) -> None:
@@ -721,49 +804,46 @@ def _write_stripe_exports(
     product_ids = dict(
         zip([p for p, _ in products], _random_ids(rng, "prod_", len(products)), strict=True)
     )
-    price_specs: list[tuple[str, str, str, str, str]] = []  # plan, meter, currency, amount, type
-    for plan in plans:
-        price_specs.append(
-            (
-                plan["plan_id"],
-                "platform_fee",
-                plan["currency"],
-                plan["monthly_fee_minor"],
-                "licensed",
-            )
+    # plan, product (meter), currency, Stripe's price fields, usage type
+    price_specs: list[tuple[str, str, str, StripePriceFields, str]] = [
+        (
+            plan["plan_id"],
+            "platform_fee",
+            plan["currency"],
+            StripePriceFields("per_unit", unit_amount_decimal=plan["monthly_fee_minor"]),
+            "licensed",
         )
-    for price in meter_prices:
-        price_specs.append(
-            (
-                price["plan_id"],
-                price["meter_id"],
-                price["currency"],
-                price["unit_price_minor"],
-                "metered",
-            )
-        )
+        for plan in plans
+    ]
+    price_specs += [
+        (price.plan_id, price.meter_id, price.currency, price.fields, "metered")
+        for price in meter_prices
+    ]
     price_ids = _random_ids(rng, "price_", len(price_specs))
     price_rows: list[list[object]] = []
     prices_by_plan: dict[str, list[str]] = defaultdict(list)
-    for price_id, (plan_id, meter_id, currency, amount, usage_type) in zip(
+    for price_id, (plan_id, meter_id, currency, fields_, usage_type) in zip(
         price_ids, price_specs, strict=True
     ):
         prices_by_plan[plan_id].append(price_id)
-        exact = Decimal(amount)
-        whole = exact == exact.to_integral_value()
         price_rows.append(
             [
                 price_id,
                 product_ids[meter_id],
                 currency.lower(),
-                str(int(exact)) if whole else "",  # Stripe leaves it empty for sub-cent prices
-                amount,
-                "per_unit",
+                "" if fields_.unit_amount is None else fields_.unit_amount,
+                fields_.unit_amount_decimal or "",
+                fields_.billing_scheme,
                 "month",
                 usage_type,
                 f"{plan_id}:{meter_id}",
                 "true",
                 catalog_created,
+                fields_.tiers_mode or "",
+                _stripe_tiers_json(fields_),
+                json.dumps(fields_.transform_quantity, sort_keys=True)
+                if fields_.transform_quantity
+                else "",
             ]
         )
 
@@ -777,6 +857,30 @@ def _write_stripe_exports(
     ):
         for price_id in prices_by_plan[plan_id]:
             item_rows.append([next(item_ids), subscription_id, price_id, 1, created])
+    current_period = [_epoch_ms(period_start) // 1000, _epoch_ms(period_end) // 1000]
+    subscription_rows: list[list[object]] = [
+        [
+            sid,
+            cid,
+            "active",
+            "usd",
+            created,
+            created,
+            *current_period,
+            "",
+            "",
+            json.dumps({"plan_id": plan}),
+        ]
+        for sid, cid, plan, created in zip(
+            subscription_ids,
+            population.ids,
+            population.plans,
+            subscription_created.tolist(),
+            strict=True,
+        )
+    ]
+    if plan_change is not None:
+        _change_plan(plan_change, subscription_rows, item_rows, prices_by_plan, current_period)
 
     names = [
         f"{NAME_FIRST[a]} {NAME_SECOND[b]} {n + 1}"
@@ -807,35 +911,66 @@ def _write_stripe_exports(
             for p, name in products
         ],
         "prices": price_rows,
-        "subscriptions": [
-            [
-                sid,
-                cid,
-                "active",
-                "usd",
-                created,
-                created,
-                _epoch_ms(period_start) // 1000,
-                _epoch_ms(period_end) // 1000,
-                "",
-                "",
-                json.dumps({"plan_id": plan}),
-            ]
-            for sid, cid, plan, created in zip(
-                subscription_ids,
-                population.ids,
-                population.plans,
-                subscription_created.tolist(),
-                strict=True,
-            )
-        ],
+        "subscriptions": subscription_rows,
         "subscription_items": item_rows,
     }
     for name, rows in tables.items():
         with (stripe_dir / f"{name}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(STRIPE_COLUMNS[name])
+            writer.writerow(
+                STRIPE_COLUMNS[name] + (STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ())
+            )
             writer.writerows(rows)
+
+
+def _change_plan(
+    change: PlanChange,
+    subscription_rows: list[list[object]],
+    item_rows: list[list[object]],
+    prices_by_plan: dict[str, list[str]],
+    current_period: list[int],
+) -> None:
+    """End the customer's subscription at ``changed_at`` and add one on the new plan from the
+    same second."""
+    (old,) = [row for row in subscription_rows if row[1] == change.customer_id]
+    old[2] = "canceled"
+    old[8] = old[9] = change.changed_at  # canceled_at, ended_at
+    subscription_rows.append(
+        [
+            change.subscription_id,
+            change.customer_id,
+            "active",
+            "usd",
+            change.changed_at,
+            change.changed_at,
+            *current_period,
+            "",
+            "",
+            json.dumps({"plan_id": change.to_plan}),
+        ]
+    )
+    for item_id, price_id in zip(change.item_ids, prices_by_plan[change.to_plan], strict=True):
+        item_rows.append([item_id, change.subscription_id, price_id, 1, change.changed_at])
+
+
+def _stripe_tiers_json(fields_: StripePriceFields) -> str:
+    """``tiers`` as Stripe returns them (``up_to`` null for the last tier), as JSON."""
+    if not fields_.tiers:
+        return ""
+    tiers = []
+    for tier in fields_.tiers:
+        flat = Decimal(tier["flat_amount_decimal"])
+        unit = Decimal(tier["unit_amount_decimal"])
+        tiers.append(
+            {
+                "flat_amount": int(flat) if flat == flat.to_integral_value() else None,
+                "flat_amount_decimal": tier["flat_amount_decimal"],
+                "unit_amount": int(unit) if unit == unit.to_integral_value() else None,
+                "unit_amount_decimal": tier["unit_amount_decimal"],
+                "up_to": tier["up_to"],
+            }
+        )
+    return json.dumps(tiers, sort_keys=True)
 
 
 # --- helpers ----------------------------------------------------------------------------------

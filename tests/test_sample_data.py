@@ -15,7 +15,6 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,15 @@ from ingestion.sample_data import (
     generate_sample_data,
     read_manifest,
 )
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, load_stripe_exports
+from ingestion.stripe_exports import (
+    STRIPE_EXPORT_TABLES,
+    STRIPE_PRICE_EXTRA_COLUMNS,
+    load_stripe_exports,
+)
 from ingestion.usage_events import ingest_usage_day
 from orchestration.settings import DBT_PROJECT_DIR
+from pricing.price_book import load_price_book
+from pricing.stripe_prices import stripe_price_fields
 
 START = date(2026, 10, 1)
 DAYS = 3
@@ -386,7 +391,8 @@ def test_stripe_exports_match_the_price_book(
     stripe_dir = folder / "raw" / "stripe"
     for name, columns in STRIPE_EXPORT_TABLES.items():
         header = (stripe_dir / f"{name}.csv").read_text().splitlines()[0]
-        assert header == ",".join(columns), name
+        extra = STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ()
+        assert header == ",".join(columns + extra), name
         for row in stripe[name]:
             assert STRIPE_ID.match(row["id"]), row
             assert row["created"].isdigit()
@@ -400,12 +406,26 @@ def test_stripe_exports_match_the_price_book(
     assert len(prices) == len(stripe["prices"]) == len(book) + len(plans)
     for price in stripe["prices"]:
         assert price["product"] in products and price["currency"] == "usd"
-        assert price["billing_scheme"] == "per_unit" and price["recurring_interval"] == "month"
+        assert price["recurring_interval"] == "month"
+    price_book = load_price_book(SEEDS_DIR)
     for row in book:
         assert row["meter_id"] in meters
         price = prices[f"{row['plan_id']}:{row['meter_id']}"]
-        assert Decimal(price["unit_amount_decimal"]) == Decimal(row["unit_price_minor"])
+        (dated,) = price_book.charges[(row["plan_id"], row["meter_id"])]
+        fields = stripe_price_fields(dated.charge)  # tests/rating/test_stripe_prices.py
+        assert price["billing_scheme"] == fields.billing_scheme
+        assert price["unit_amount_decimal"] == (fields.unit_amount_decimal or "")
+        assert price["tiers_mode"] == (fields.tiers_mode or "")
+        tiers = json.loads(price["tiers"] or "[]")
+        assert [
+            (t["up_to"], t["unit_amount_decimal"], t["flat_amount_decimal"]) for t in tiers
+        ] == [
+            (t["up_to"], t["unit_amount_decimal"], t["flat_amount_decimal"]) for t in fields.tiers
+        ]
+        assert json.loads(price["transform_quantity"] or "null") == fields.transform_quantity
         assert price["recurring_usage_type"] == "metered"
+    assert {p["billing_scheme"] for p in stripe["prices"]} == {"per_unit", "tiered"}
+    assert any(p["transform_quantity"] for p in stripe["prices"])
     for plan_id, plan in plans.items():
         fee = prices[f"{plan_id}:platform_fee"]
         assert fee["recurring_usage_type"] == "licensed"
@@ -416,18 +436,35 @@ def test_stripe_exports_match_the_price_book(
     assert all(c["currency"] == "usd" and int(c["created"]) < start for c in customers.values())
     assert all(isinstance(json.loads(c["metadata"]), dict) for c in customers.values())
     subscriptions = {s["id"]: s for s in stripe["subscriptions"]}
-    assert sorted(s["customer"] for s in subscriptions.values()) == sorted(customers)
+    # One subscription per customer, and one customer changed plan mid-range (manifest).
+    (change,) = generated[1].plan_changes
+    assert sorted(s["customer"] for s in subscriptions.values()) == sorted(
+        [*customers, change["customer_id"]]
+    )
     items: dict[str, set[str]] = defaultdict(set)
     price_keys = {p["id"]: p["lookup_key"] for p in stripe["prices"]}
     for item in stripe["subscription_items"]:
         items[item["subscription"]].add(price_keys[item["price"]])
         assert item["quantity"] == "1"
+    changed_at = change["changed_at"]
+    assert start + 86_400 <= changed_at < start + DAYS * 86_400
     for sub_id, sub in subscriptions.items():
         plan_id = json.loads(sub["metadata"])["plan_id"]
         assert plan_id in plans
-        assert sub["status"] == "active" and sub["currency"] == "usd"
-        assert int(sub["start_date"]) < start and sub["ended_at"] == sub["canceled_at"] == ""
+        assert sub["currency"] == "usd"
         assert int(sub["current_period_start"]) < int(sub["current_period_end"])
+        if sub["customer"] == change["customer_id"]:
+            new = sub_id == change["subscription_id"]
+            assert plan_id == (change["to_plan"] if new else change["from_plan"])
+            assert sub["status"] == ("active" if new else "canceled")
+            if new:
+                assert int(sub["start_date"]) == changed_at and sub["ended_at"] == ""
+            else:
+                assert int(sub["start_date"]) < start
+                assert int(sub["ended_at"]) == int(sub["canceled_at"]) == changed_at
+        else:
+            assert sub["status"] == "active"
+            assert int(sub["start_date"]) < start and sub["ended_at"] == sub["canceled_at"] == ""
         expected = {f"{plan_id}:platform_fee"} | {
             f"{plan_id}:{row['meter_id']}" for row in book if row["plan_id"] == plan_id
         }
