@@ -520,11 +520,36 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
     typer.echo("  billed per customer (invoice lines, rounded once):")
     for bill in figures.bills:
         typer.echo(f"      {bill.customer_id}  {format_minor(bill.amount_minor, bill.currency)}")
+    typer.echo("  usage by charge model (exact, before rounding):")
+    for charge in figures.charge_models:
+        name = charge.charge_model + (" with an allowance" if charge.with_allowance else "")
+        negative = (
+            f" ({charge.negative_days} day(s) lowered by a cheaper volume tier)"
+            if charge.negative_days
+            else ""
+        )
+        typer.echo(
+            f"      {name:<26} {charge.customers:>3} customers  "
+            f"{format_minor(charge.amount_minor, charge.currency):>16}{negative}"
+        )
+    for minimum in figures.minimum_spend:
+        typer.echo(
+            f"  minimum spend {minimum.period}:  {minimum.topped_up} of {minimum.customers} "
+            f"customer(s) topped up, {format_minor(minimum.top_up_minor, minimum.currency)}"
+        )
+    for change in figures.plan_changes:
+        typer.echo(
+            f"  plan change:            {change.customer_id} {change.from_plan} -> "
+            f"{change.to_plan} at {change.changed_at} UTC, flat-fee proration "
+            f"{format_minor(change.proration_minor, change.currency)}"
+        )
     states = figures.entitlement_states
     typer.echo(
         "  spend caps (last day):  "
         + ", ".join(f"{state} {states.get(state, 0):,}" for state in ("ok", "warning", "capped"))
     )
+    for capped in figures.capped_customers:
+        typer.echo(f"      {capped.customer_id}  capped since {capped.capped_from}")
     for credit in figures.credits:
         typer.echo(
             f"  credit grants:          {credit.grants:,}: "

@@ -35,6 +35,47 @@ class CreditSummary:
 
 
 @dataclass(frozen=True)
+class ChargeModelSummary:
+    """Usage rated under one charge model (an allowance counted apart), exact minor units."""
+
+    charge_model: str
+    with_allowance: bool
+    currency: str
+    customers: int
+    amount_minor: Decimal
+    negative_days: int  # days a volume tier lowered the period's amount
+
+
+@dataclass(frozen=True)
+class PlanChangeSummary:
+    """A subscription changed away from at a second, and the fee prorations it caused."""
+
+    customer_id: str
+    from_plan: str
+    to_plan: str
+    changed_at: str  # UTC, to the second
+    currency: str
+    proration_minor: Decimal  # credit for the unused time + charge for the rest, as rounded
+
+
+@dataclass(frozen=True)
+class MinimumSpendSummary:
+    """One billing period's customers on a plan with a minimum spend, and the top-ups."""
+
+    period: str  # YYYY-MM
+    currency: str
+    customers: int
+    topped_up: int
+    top_up_minor: Decimal
+
+
+@dataclass(frozen=True)
+class CappedCustomer:
+    customer_id: str
+    capped_from: str  # first day of the period the spend cap was reached
+
+
+@dataclass(frozen=True)
 class PipelineSummary:
     raw_lines: int
     accepted_lines: int
@@ -50,6 +91,10 @@ class PipelineSummary:
     # Per entitlement state (ok / warning / capped): customers in it on their last rated day.
     entitlement_states: dict[str, int] = field(default_factory=dict)
     credits: list[CreditSummary] = field(default_factory=list)
+    charge_models: list[ChargeModelSummary] = field(default_factory=list)
+    plan_changes: list[PlanChangeSummary] = field(default_factory=list)
+    minimum_spend: list[MinimumSpendSummary] = field(default_factory=list)
+    capped_customers: list[CappedCustomer] = field(default_factory=list)
 
     @property
     def lines_conserved(self) -> bool:
@@ -78,6 +123,10 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
             "from customer_entitlements_daily group by customer_id) group by 1 order by 1"
         ).fetchall()
         credits = _credit_summaries(conn)
+        charge_models = _charge_models(conn)
+        plan_changes = _plan_changes(conn)
+        minimum_spend = _minimum_spend(conn)
+        capped = _capped_customers(conn)
     assert counts is not None
     with Ledger.connect(ledger_url) as book:
         report = book.verify()
@@ -99,7 +148,86 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         outbox_states=states,
         entitlement_states={state: int(n) for state, n in entitlements},
         credits=credits,
+        charge_models=charge_models,
+        plan_changes=plan_changes,
+        minimum_spend=minimum_spend,
+        capped_customers=capped,
     )
+
+
+def _charge_models(conn: duckdb.DuckDBPyConnection) -> list[ChargeModelSummary]:
+    rows = conn.execute(
+        """
+        select charge_model, included_units > 0, currency, count(distinct customer_id),
+               sum(amount_minor_exact), count(*) filter (where amount_minor_exact < 0)
+        from billable_usage_daily group by 1, 2, 3 order by 1, 2, 3
+        """
+    ).fetchall()
+    return [
+        ChargeModelSummary(model, bool(allowance), currency, int(n), Decimal(amount), int(neg))
+        for model, allowance, currency, n, amount, neg in rows
+    ]
+
+
+def _plan_changes(conn: duckdb.DuckDBPyConnection) -> list[PlanChangeSummary]:
+    """Subscriptions that ended where another of the same customer began, with the prorations
+    of both (subscription_fee_lines links the old one to its successor)."""
+    rows = conn.execute(
+        """
+        select old.customer_id, old.plan_id, new.plan_id,
+               strftime(old.ended_at, '%Y-%m-%d %H:%M:%S'), old.currency,
+               coalesce(sum(fees.amount_minor), 0)
+        from stg_stripe__subscriptions old
+        join stg_stripe__subscriptions new
+          on new.customer_id = old.customer_id and new.started_at = old.ended_at
+         and new.subscription_id <> old.subscription_id
+        left join subscription_fee_lines fees
+          on fees.subscription_id in (old.subscription_id, new.subscription_id)
+         and fees.line_type in ('proration_credit', 'proration_charge')
+         and fees.billing_period_start_at <= old.ended_at
+         and fees.billing_period_end_at > old.ended_at
+        group by 1, 2, 3, 4, 5 order by 4, 1
+        """
+    ).fetchall()
+    return [
+        PlanChangeSummary(customer, old, new, at, currency, Decimal(proration))
+        for customer, old, new, at, currency, proration in rows
+    ]
+
+
+def _minimum_spend(conn: duckdb.DuckDBPyConnection) -> list[MinimumSpendSummary]:
+    rows = conn.execute(
+        """
+        select strftime(billing_period_start_date, '%Y-%m'), currency, count(*),
+               count(*) filter (where top_up_minor_exact > 0),
+               coalesce(sum(top_up_minor_exact), 0)
+        from minimum_spend_period group by 1, 2 order by 1, 2
+        """
+    ).fetchall()
+    return [
+        MinimumSpendSummary(period, currency, int(n), int(topped), Decimal(amount))
+        for period, currency, n, topped, amount in rows
+    ]
+
+
+def _capped_customers(conn: duckdb.DuckDBPyConnection) -> list[CappedCustomer]:
+    """Customers capped on their last rated day, with the day the cap was first reached in
+    that period."""
+    rows = conn.execute(
+        """
+        with last_day as (
+            select customer_id, arg_max(entitlement_state, usage_date) as state,
+                   arg_max(billing_period_start_date, usage_date) as period
+            from customer_entitlements_daily group by 1
+        )
+        select e.customer_id, strftime(min(e.usage_date), '%Y-%m-%d')
+        from customer_entitlements_daily e
+        join last_day l on l.customer_id = e.customer_id and l.period = e.billing_period_start_date
+        where l.state = 'capped' and e.entitlement_state = 'capped'
+        group by 1 order by 2, 1
+        """
+    ).fetchall()
+    return [CappedCustomer(customer, day) for customer, day in rows]
 
 
 def _credit_summaries(conn: duckdb.DuckDBPyConnection) -> list[CreditSummary]:
