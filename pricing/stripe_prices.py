@@ -82,17 +82,29 @@ def stripe_price_fields(charge: Charge) -> StripePriceFields:
         return StripePriceFields(
             "tiered", tiers_mode="graduated", tiers=_stripe_tiers(free + shifted)
         )
-    if model == "volume" and not allowance:
+    if model == "volume" and not allowance and not charge.tiers[0].flat_fee_minor:
         return StripePriceFields("tiered", tiers_mode="volume", tiers=_stripe_tiers(charge.tiers))
+    if model == "volume" and not allowance:
+        reason = (
+            " whose first tier has a flat fee (Stripe puts a quantity of 0 in the first volume "
+            "tier and charges its flat amount; the rating charges nothing for no usage)"
+        )
+    else:
+        reason = f" with an allowance of {allowance} units" if allowance else ""
     raise NotExpressibleAtStripe(
-        f"A {model} charge"
-        + (f" with an allowance of {allowance} units" if allowance else "")
-        + " has no Stripe price that bills the same amount (docs/pricing.md, What Stripe "
-        "receives); bill it as an invoice item instead."
+        f"A {model} charge{reason} has no Stripe price that bills the same amount "
+        "(docs/pricing.md, What Stripe receives); bill it as an invoice item instead."
     )
 
 
 def _stripe_tiers(tiers: tuple[Tier, ...] | list[Tier]) -> tuple[dict[str, Any], ...]:
+    for tier in tiers:
+        if tier.flat_fee_minor != tier.flat_fee_minor.to_integral_value():
+            raise NotExpressibleAtStripe(
+                f"A tier's flat fee of {tier.flat_fee_minor} minor units is not a whole number "
+                "of minor units, which Stripe's flat_amount_decimal must be; bill it as an "
+                "invoice item instead."
+            )
     return tuple(
         {
             "up_to": tier.up_to_units,  # None: Stripe's "inf"

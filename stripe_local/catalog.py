@@ -48,12 +48,19 @@ def _decimal(value: Any, param: str) -> str:
 
 
 def _flat_amount(tier: dict[str, Any], where: str) -> dict[str, Any]:
-    """A tier's flat fee, whole (``flat_amount``) or sub-cent (``flat_amount_decimal``)."""
+    """A tier's flat fee, as ``flat_amount`` or as ``flat_amount_decimal`` (which Stripe
+    accepts only for a whole number of minor units)."""
     if "flat_amount_decimal" in tier:
         exact = _decimal(tier["flat_amount_decimal"], f"{where}[flat_amount_decimal]")
         number = Decimal(exact)
-        whole = int(number) if number == number.to_integral_value() else None
-        return {"flat_amount": whole, "flat_amount_decimal": exact}
+        if number != number.to_integral_value():  # Stripe: "representing an integer"
+            raise StripeError(
+                400,
+                f"Invalid {where}[flat_amount_decimal]: {exact} must be a whole number of minor "
+                "units.",
+                param=f"{where}[flat_amount_decimal]",
+            )
+        return {"flat_amount": int(number), "flat_amount_decimal": exact}
     amount = int(tier.get("flat_amount", 0))
     return {"flat_amount": amount, "flat_amount_decimal": str(amount)}
 

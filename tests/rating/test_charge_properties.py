@@ -146,11 +146,11 @@ def test_the_minimum_top_up_brings_usage_to_the_minimum_and_no_further(
     assert usage + top_up == max(minimum, usage)
 
 
-def test_the_shipped_price_book_is_valid_and_per_unit() -> None:
+def test_the_shipped_price_book_is_valid_and_uses_the_charge_models() -> None:
     book = load_price_book(DBT_PROJECT_DIR / "seeds")
-    assert len(book.charges) == 36
-    for dated in book.charges.values():
-        assert all(d.charge.charge_model == "per_unit" for d in dated)
+    assert len(book.charges) == 48  # 4 plans x 12 meters
+    models = {d.charge.charge_model for dated in book.charges.values() for d in dated}
+    assert models == {"per_unit", "graduated", "volume", "package"}
 
 
 def _row(**values: str) -> dict[str, str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from decimal import Decimal
+from dataclasses import replace
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
@@ -72,9 +73,20 @@ def boundaries(charge: Charge) -> list[int]:
     return sorted({p + d for p in points for d in (-1, 0, 1) if p + d >= 0})
 
 
+def whole_flat_fees(charge: Charge) -> Charge:
+    """Stripe's tier flat amounts are whole minor units: drop the fraction."""
+    tiers = tuple(
+        Tier(t.up_to_units, t.unit_price_minor, t.flat_fee_minor.to_integral_value(ROUND_DOWN))
+        for t in charge.tiers
+    )
+    return replace(charge, tiers=tiers)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    charge=charges(models=("per_unit", "graduated", "volume", "package")).filter(expressible),
+    charge=charges(models=("per_unit", "graduated", "volume", "package"))
+    .map(whole_flat_fees)
+    .filter(expressible),
     quantity=st.integers(min_value=0, max_value=10**8),
 )
 def test_stripe_bills_what_the_charge_rates(
@@ -115,8 +127,10 @@ def test_every_demo_price_book_charge_is_a_stripe_price_that_bills_the_same(
         Charge("percentage", percentage_rate=Decimal("2.9"), fixed_fee_minor=Decimal(30)),
         Charge("volume", included_units=10, tiers=(Tier(None, Decimal(1)),)),
         Charge("package", included_units=10, package_size_units=5, package_price_minor=Decimal(1)),
+        Charge("volume", tiers=(Tier(10, Decimal(1), Decimal(5)), Tier(None, Decimal(1)))),
+        Charge("graduated", tiers=(Tier(None, Decimal(1), Decimal("0.5")),)),
     ],
 )
 def test_charges_stripe_cannot_express_are_refused_with_the_reason(charge: Charge) -> None:
-    with pytest.raises(NotExpressibleAtStripe, match="invoice item"):
+    with pytest.raises(NotExpressibleAtStripe, match="bill it as an invoice item"):
         stripe_price_fields(charge)
