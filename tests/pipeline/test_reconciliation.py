@@ -17,6 +17,8 @@ import pytest
 from ingestion.sample_data import generate_sample_data
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from pricing.charges import period_amount
+from pricing.price_book import load_price_book
 from stripe_local.server import LocalStripeServer
 from tests.conftest import PipelineEnvironment
 
@@ -40,6 +42,32 @@ def _corrupted_units(server: LocalStripeServer) -> Counter[Slot]:
         slot = (event["customer"], event["event_name"], day)
         differences[slot] += int(event["applied"]) - int(event["sent"])
     return differences
+
+
+def _stripe_worth(corrupted: Counter[Slot]) -> dict[Slot, Decimal]:
+    """Per corrupted slot: the day's charge on Stripe's period-to-date count, minus through
+    the day before, minus the rated amount (pricing.charges, not the dbt model)."""
+    book = load_price_book(DBT_PROJECT_DIR / "seeds")
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            "select customer_id, meter_id, usage_date, plan_id, quantity_units, "
+            "amount_minor_exact from billable_usage_daily where is_priced "
+            "order by customer_id, meter_id, usage_date"
+        ).fetchall()
+    stripe_to_date: Counter[Charge] = Counter()
+    worth = {}
+    for customer, meter, day, plan, quantity, rated in rows:
+        dated = book.charge_on(plan_id=plan, meter_id=meter, day=day)
+        assert dated is not None
+        period = (customer, meter, day.replace(day=1))
+        before = stripe_to_date[period]
+        stripe_to_date[period] += quantity + corrupted.get((customer, meter, day), 0)
+        if (customer, meter, day) in corrupted:
+            day_worth = period_amount(
+                dated.charge, used_units=stripe_to_date[period]
+            ) - period_amount(dated.charge, used_units=before)
+            worth[(customer, meter, day)] = day_worth - rated
+    return worth
 
 
 @pytest.mark.slow
@@ -93,19 +121,21 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
             "from invoice_accuracy"
         ).fetchall()
 
-    # Per day: exactly the corrupted slots, each off by the corrupted units at its price.
+    # Per day: exactly the corrupted slots, each off by what Stripe's count is worth under the
+    # charge (the Python reference on Stripe's period to date) minus what was rated.
     assert {(c, m, d): q for c, m, d, q, *_ in daily} == dict(corrupted)
-    for _, _, _, units, difference, price, status in daily:
-        assert difference == units * price
+    worth = _stripe_worth(corrupted)
+    for customer, meter, day, units, difference, price, status in daily:
+        assert difference == worth[(customer, meter, day)]
+        if price is not None:  # a per-unit charge: simply the units at the price
+            assert difference == units * price
         assert status == ("extra_usage" if units > 0 else "missing_usage")
+    assert any(price is None for *_, price, _ in daily), "no tiered or package charge was hit"
 
     # Per invoice charge: exactly the charges holding a corrupted day, with their differences.
     extra_by_charge: Counter[Charge] = Counter()
-    price_by_slot = {(c, m, d): p for c, m, d, _, _, p, _ in daily}
-    for (customer, meter, day), units in corrupted.items():
-        extra_by_charge[(customer, meter, day.replace(day=1))] += (
-            Decimal(units) * price_by_slot[(customer, meter, day)]
-        )
+    for (customer, meter, day), difference in worth.items():
+        extra_by_charge[(customer, meter, day.replace(day=1))] += difference
     lines = {(c, m, period): (exact, whole) for c, m, period, exact, whole in rated}
     expected = {
         charge: _round(lines[charge][0] + extra) - lines[charge][1]

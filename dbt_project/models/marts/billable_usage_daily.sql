@@ -19,10 +19,6 @@ charges as (
     select * from {{ ref('price_book_charges') }}
 ),
 
-tiers as (
-    select * from {{ ref('price_book_charge_tiers') }}
-),
-
 usage_with_plan as (
     select
         meter_usage.customer_id,
@@ -100,105 +96,10 @@ positioned as (
         )
 ),
 
-tier_bounds as (
-    select
-        plan_id,
-        meter_id,
-        effective_from,
-        coalesce(
-            lag(up_to_units) over (
-                partition by plan_id, meter_id, effective_from
-                order by coalesce(up_to_units, {{ unbounded_units() }})
-            ),
-            0
-        ) as from_units,
-        up_to_units,
-        unit_price_minor,
-        flat_fee_minor
-    from tiers
-),
-
-tier_parts as (
-    {#- Each tiered slot against each tier of its charge, through the day (`billable_units`)
-        and through the day before (`prior_billable_units`). Graduated: the units inside the
-        tier at the tier's price, plus its flat fee once usage entered it. Volume: all units
-        at the price of the one tier the quantity falls in, plus that tier's flat fee. -#}
-    select
-        positioned.customer_id,
-        positioned.meter_id,
-        positioned.usage_date,
-        {% for quantity in ['billable_units', 'prior_billable_units'] %}
-        case
-            when positioned.{{ quantity }} <= tier_bounds.from_units then 0
-            when positioned.charge_model = 'graduated' then
-                cast(
-                    least(positioned.{{ quantity }},
-                        coalesce(tier_bounds.up_to_units, positioned.{{ quantity }}))
-                    - tier_bounds.from_units
-                    as decimal(38, 0)
-                ) * tier_bounds.unit_price_minor + tier_bounds.flat_fee_minor
-            when tier_bounds.up_to_units is null
-                or positioned.{{ quantity }} <= tier_bounds.up_to_units then
-                cast(positioned.{{ quantity }} as decimal(38, 0)) * tier_bounds.unit_price_minor
-                + tier_bounds.flat_fee_minor
-            else 0
-        end as {{ quantity }}_amount{{ ',' if not loop.last }}
-        {% endfor %}
-    from positioned
-    inner join tier_bounds
-        on positioned.plan_id = tier_bounds.plan_id
-        and positioned.meter_id = tier_bounds.meter_id
-        and positioned.charge_effective_from = tier_bounds.effective_from
-    where positioned.charge_model in ('graduated', 'volume')
-),
-
-tiered as (
-    select
-        customer_id,
-        meter_id,
-        usage_date,
-        sum(billable_units_amount) as billable_units_amount,
-        sum(prior_billable_units_amount) as prior_billable_units_amount
-    from tier_parts
-    group by customer_id, meter_id, usage_date
-),
-
-valued as (
-    select
-        positioned.*,
-        {%- set amounts = [
-            ('billable_units', 'period_to_date_events', 'period_to_date_amount_minor_exact'),
-            ('prior_billable_units', 'prior_events', 'prior_period_to_date_amount_minor_exact'),
-        ] %}
-        {% for quantity, events, amount in amounts %}
-        cast(
-            case positioned.charge_model
-                when 'per_unit' then
-                    cast(positioned.{{ quantity }} as decimal(38, 0))
-                    * positioned.unit_price_minor
-                when 'package' then
-                    cast(
-                        {{ packages_needed('positioned.' ~ quantity,
-                            'positioned.package_size_units') }}
-                        as decimal(38, 0)
-                    ) * positioned.package_price_minor
-                when 'percentage' then
-                    cast(positioned.{{ quantity }} as decimal(38, 0))
-                    * positioned.percentage_rate
-                    + cast(positioned.{{ events }} as decimal(38, 0))
-                    * positioned.fixed_fee_minor
-                when 'graduated' then coalesce(tiered.{{ quantity }}_amount, 0)
-                when 'volume' then coalesce(tiered.{{ quantity }}_amount, 0)
-            end
-            as {{ money_type() }}
-        ) as {{ amount }}{{ ',' if not loop.last }}
-        {% endfor %}
-    from positioned
-    left join tiered
-        on positioned.customer_id = tiered.customer_id
-        and positioned.meter_id = tiered.meter_id
-        and positioned.usage_date = tiered.usage_date
-),
+{{ charge_valuation('positioned', [
+    ('billable_units', 'period_to_date_events', 'period_to_date_amount_minor_exact'),
+    ('prior_billable_units', 'prior_events', 'prior_period_to_date_amount_minor_exact'),
+]) }},
 
 final as (
     select
