@@ -245,7 +245,7 @@ def explain_slot(
     invoice_line = snapshot.rows(
         "select billing_period_start_date, billing_period_end_date, quantity_units, "
         "amount_minor_exact, amount_minor, rounding_minor, billed_days, currency "
-        "from invoice_lines where customer_id = ? and meter_id = ? "
+        "from invoice_lines where line_type = 'usage' and customer_id = ? and meter_id = ? "
         "and billing_period_start_date = ?",
         [customer_id, meter_id, start],
     )

@@ -141,9 +141,11 @@ EXPECTED_DAILY_AMOUNTS = {
     (BETA, "nimbus_small__cache_read_tokens", "2026-10-02"): Decimal("0"),
 }
 # invoice_lines.amount_minor for October, rounded once per line, half away from zero:
-#   alpha: 0.18 -> 0, 99.9 -> 100, 40.5 -> 41, 10.8 -> 11 = 152
-#   beta: 0.10 -> 0, 12.75 -> 13, 13.75 -> 14, 0.6 -> 1 = 28
-EXPECTED_INVOICE_TOTALS = {ALPHA: 152, BETA: 28}
+#   alpha: 0.18 -> 0, 99.9 -> 100, 40.5 -> 41, 10.8 -> 11 = 152 of usage, and Pro's flat fee
+#   of 2,000 (subscribed since September 2025, billed in advance for the whole month) = 2,152
+#   beta: 0.10 -> 0, 12.75 -> 13, 13.75 -> 14, 0.6 -> 1 = 28 (Starter has no fee)
+EXPECTED_INVOICE_TOTALS = {ALPHA: 2152, BETA: 28}
+EXPECTED_USAGE_INVOICE_TOTALS = {ALPHA: 152, BETA: 28}
 # Ledger: unbilled receivable = the exact daily sums (no rounding before the invoice).
 EXPECTED_RECEIVABLE = {ALPHA: Decimal("151.38"), BETA: Decimal("27.20")}
 # Day 1 posts/sends 7 slot revisions (alpha: requests, input, output; beta: 4 meters); day 2

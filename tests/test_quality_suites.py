@@ -84,12 +84,14 @@ def test_invoice_lines_suite_checks_sign_scale_currency_and_the_recorded_roundin
         """
         create table invoice_lines (
             customer_id varchar, billing_period_start_date date, billing_period_end_date date,
-            meter_id varchar, currency varchar, quantity_units bigint,
+            line_type varchar, line_id varchar, currency varchar, quantity_units bigint,
             amount_minor_exact decimal(38, 12), amount_minor bigint,
             rounding_minor decimal(38, 12));
         insert into invoice_lines values
-            ('cus_a', '2026-10-01', '2026-11-01', 'm1', 'usd', 3, 12.5, 13, 0.5),
-            ('cus_a', '2026-09-01', '2026-10-01', 'm1', 'usd', 3, -7, -7, 0);
+            ('cus_a', '2026-10-01', '2026-11-01', 'usage', 'm1', 'usd', 3, 12.5, 13, 0.5),
+            ('cus_a', '2026-10-01', '2026-11-01', 'proration_credit', 'sub_1', 'usd', 60,
+             -500, -500, 0),
+            ('cus_a', '2026-09-01', '2026-10-01', 'usage', 'm1', 'usd', 3, -7, -7, 0);
         """
     )
     clean = validate_invoice_lines(invoice_lines_profile(warehouse, DAY, NEXT_DAY))
@@ -98,18 +100,20 @@ def test_invoice_lines_suite_checks_sign_scale_currency_and_the_recorded_roundin
     warehouse.execute(
         """
         insert into invoice_lines values
-            ('cus_b', '2026-10-01', '2026-11-01', 'm1', 'USD', 1, 1.25, 1, 0.25),
-            ('cus_c', '2026-10-01', '2026-11-01', 'm1', 'usd', 1, -2, -2, 0)
+            ('cus_b', '2026-10-01', '2026-11-01', 'usage', 'm1', 'USD', 1, 1.25, 1, 0.25),
+            ('cus_c', '2026-10-01', '2026-11-01', 'usage', 'm1', 'usd', 1, -2, -2, 0),
+            ('cus_d', '2026-10-01', '2026-11-01', 'refund', null, 'usd', 1, 2, 2, 0)
         """
     )
     broken = validate_invoice_lines(invoice_lines_profile(warehouse, DAY, NEXT_DAY))
     assert _failed_columns(broken.failures) == {
         "currency",
-        "amount_minor_exact",
-        "amount_is_non_negative",
+        "amount_sign_fits_line_type",
         "rounding_is_recorded",
+        "line_type",
+        "line_id",
     }
-    assert {row["customer_id"] for row in broken.sample_rows} == {"cus_b", "cus_c"}
+    assert {row["customer_id"] for row in broken.sample_rows} == {"cus_b", "cus_c", "cus_d"}
 
 
 def _accrual(key: str, amount: str) -> Transaction:

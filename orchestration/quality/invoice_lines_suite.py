@@ -14,8 +14,9 @@ import duckdb
 
 from orchestration.quality.gx_runner import SuiteOutcome, run_suite
 
-# decimal(38, 12) as text: digits, a point, exactly 12 decimals; no sign (non-negative).
-EXACT_NON_NEGATIVE_AMOUNT = r"^[0-9]+\.[0-9]{12}$"
+# The magnitude of a decimal(38, 12) as text: digits, a point, exactly 12 decimals.
+EXACT_AMOUNT_MAGNITUDE = r"^[0-9]+\.[0-9]{12}$"
+LINE_TYPES = ["usage", "flat_fee", "proration_charge", "proration_credit", "minimum_top_up"]
 CURRENCY_CODE = r"^[a-z]{3}$"
 
 PROFILE_SQL = """
@@ -27,12 +28,16 @@ with periods as (
 select
     lines.customer_id,
     cast(lines.billing_period_start_date as varchar) as billing_period_start_date,
-    lines.meter_id,
+    lines.line_type,
+    lines.line_id,
     lines.currency,
-    cast(lines.amount_minor_exact as varchar) as amount_minor_exact,
+    cast(abs(lines.amount_minor_exact) as varchar) as amount_minor_exact_magnitude,
     lines.amount_minor,
     lines.quantity_units,
-    lines.amount_minor >= 0 as amount_is_non_negative,
+    -- Only the credit for a plan's unused time is negative.
+    (lines.line_type = 'proration_credit' and lines.amount_minor_exact <= 0)
+        or (lines.line_type <> 'proration_credit' and lines.amount_minor_exact >= 0)
+        as amount_sign_fits_line_type,
     abs(lines.rounding_minor) <= 0.5 as rounded_to_the_nearest_minor_unit,
     lines.amount_minor - lines.amount_minor_exact = lines.rounding_minor as rounding_is_recorded,
     lines.billing_period_end_date > lines.billing_period_start_date as period_is_ordered
@@ -48,21 +53,24 @@ def invoice_lines_profile(conn: duckdb.DuckDBPyConnection, start: date, end: dat
 def build_suite(gx: Any) -> Any:
     expectations = gx.expectations
     suite = gx.ExpectationSuite(name="invoice_lines")
-    for column in ("customer_id", "billing_period_start_date", "meter_id", "amount_minor"):
+    for column in ("customer_id", "billing_period_start_date", "line_id", "amount_minor"):
         suite.add_expectation(expectations.ExpectColumnValuesToNotBeNull(column=column))
+    suite.add_expectation(
+        expectations.ExpectColumnValuesToBeInSet(column="line_type", value_set=LINE_TYPES)
+    )
     suite.add_expectation(
         expectations.ExpectColumnValuesToMatchRegex(column="currency", regex=CURRENCY_CODE)
     )
     suite.add_expectation(
         expectations.ExpectColumnValuesToMatchRegex(
-            column="amount_minor_exact", regex=EXACT_NON_NEGATIVE_AMOUNT
+            column="amount_minor_exact_magnitude", regex=EXACT_AMOUNT_MAGNITUDE
         )
     )
     suite.add_expectation(
         expectations.ExpectColumnValuesToBeBetween(column="quantity_units", min_value=0)
     )
     for column in (
-        "amount_is_non_negative",
+        "amount_sign_fits_line_type",
         "rounded_to_the_nearest_minor_unit",
         "rounding_is_recorded",
         "period_is_ordered",
@@ -78,5 +86,5 @@ def validate_invoice_lines(profile: Any) -> SuiteOutcome:
         "invoice_lines",
         build_suite,
         profile,
-        row_identity=["customer_id", "billing_period_start_date", "meter_id"],
+        row_identity=["customer_id", "billing_period_start_date", "line_type", "line_id"],
     )

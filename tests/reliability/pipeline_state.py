@@ -66,7 +66,9 @@ WAREHOUSE_NATURAL_KEYS = (
     NaturalKey("main.int_event_lag_daily", ("usage_date", "model")),
     NaturalKey("main.int_customer_plan_days", ("subscription_id",)),
     NaturalKey("main.billable_usage_daily", ("customer_id", "meter_id", "usage_date")),
-    NaturalKey("main.invoice_lines", ("customer_id", "billing_period_start_date", "meter_id")),
+    NaturalKey(
+        "main.invoice_lines", ("customer_id", "billing_period_start_date", "line_type", "line_id")
+    ),
     NaturalKey("main.usage_conservation_daily", ("arrival_date",)),
     NaturalKey(
         "main.int_ledger_usage_accruals_daily",

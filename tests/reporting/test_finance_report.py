@@ -101,6 +101,7 @@ def _write_known_reconciliation(warehouse: Path) -> None:
                 select *, case when customer_id = '{BETA}'
                     and meter_id = 'nimbus_small__input_tokens' then 3 else 0 end as stripe_short
                 from invoice_lines
+                where line_type = 'usage'
             )
             """
         )
@@ -156,11 +157,11 @@ def test_report_of_a_pipeline_run_draws_every_chart(
     assert exit_code == 0, output
     page = page_path.read_text(encoding="utf-8")
     _assert_self_contained(page)
-    # Exact money, from invoice_lines: 152 and 28 cents.
+    # Exact money, from invoice_lines: 2,152 (152 of usage, Pro's fee of 2,000) and 28 cents.
     for customer, cents in EXPECTED_INVOICE_TOTALS.items():
         assert customer in page
         assert format_money(Decimal(cents), "usd") in page
-    assert "$1.80" in page  # the period's invoiced total
+    assert "$21.80" in page  # the period's invoiced total
     assert "$1.5138" in page  # alpha's exact rated amount, sub-cent digits kept
     assert "meter event not sent yet" in page
     assert "not computed yet" not in page.lower()

@@ -1,8 +1,8 @@
 {#- The minimum spend of each plan a customer was subscribed to in a billing period (calendar
     month, UTC), against the usage rated on that plan in the period, and the top-up that brings
     the usage to the minimum. Periods are those the warehouse has rated usage for; a subscribed
-    customer without usage in such a period owes the whole minimum. Not on invoices yet
-    (docs/pricing.md, Not built yet). -#}
+    customer without usage in such a period owes the whole minimum. A positive top-up is a line of invoice_lines; it is
+    not in the ledger or at Stripe yet (docs/pricing.md, Not built yet). -#}
 with billable as (
     select * from {{ ref('billable_usage_daily') }}
     where is_priced

@@ -3,6 +3,7 @@
     whole minor units by the one rule (half away from zero, once per line). -#}
 with lines as (
     select * from {{ ref('invoice_lines') }}
+    where line_type = 'usage'
 ),
 
 daily as (

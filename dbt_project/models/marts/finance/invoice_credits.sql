@@ -36,6 +36,7 @@ final as (
         and credit.billing_period_start_date = lines.billing_period_start_date
         and credit.meter_id = lines.meter_id
         and credit.currency = lines.currency
+    where lines.line_type = 'usage'
 )
 
 select * from final
