@@ -145,12 +145,15 @@ EXPECTED_DAILY_AMOUNTS = {
 #   of 2,000 (subscribed since September 2025, billed in advance for the whole month) = 2,152
 #   beta: 0.10 -> 0, 12.75 -> 13, 13.75 -> 14, 0.6 -> 1 = 28 (Starter has no fee)
 EXPECTED_INVOICE_TOTALS = {ALPHA: 2152, BETA: 28}
-EXPECTED_USAGE_INVOICE_TOTALS = {ALPHA: 152, BETA: 28}
-# Ledger: unbilled receivable = the exact daily sums (no rounding before the invoice).
-EXPECTED_RECEIVABLE = {ALPHA: Decimal("151.38"), BETA: Decimal("27.20")}
-# Day 1 posts/sends 7 slot revisions (alpha: requests, input, output; beta: 4 meters); day 2
-# brings 3 changes to alpha's 1 October (requests r2, input r2, cache r1) and 3 new beta slots.
-EXPECTED_LEDGER_TRANSACTIONS = 13
+# Ledger: usage revenue = the exact daily sums (no rounding before the invoice); subscription
+# revenue = the fee lines as invoiced; the unbilled receivable holds both.
+EXPECTED_USAGE_REVENUE = {ALPHA: Decimal("151.38"), BETA: Decimal("27.20")}
+EXPECTED_FEES = {ALPHA: Decimal("2000"), BETA: Decimal("0")}
+EXPECTED_RECEIVABLE = {ALPHA: Decimal("2151.38"), BETA: Decimal("27.20")}
+# Day 1 posts/sends 7 slot revisions (alpha: requests, input, output; beta: 4 meters) and
+# alpha's October fee; day 2 brings 3 changes to alpha's 1 October (requests r2, input r2,
+# cache r1) and 3 new beta slots.
+EXPECTED_LEDGER_TRANSACTIONS = 14
 EXPECTED_METER_EVENTS = 13
 
 

@@ -5,7 +5,8 @@ difference under keys derived from the slot and revision, so any re-run is harml
 """
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,7 @@ from ledger.credit_applications import (
     approved_credit_grants,
     plan_credit_postings,
 )
+from ledger.fee_postings import SUBSCRIPTION_FEE_KIND, FeeLine, plan_fee_postings
 from ledger.model import Transaction
 from ledger.usage_accruals import (
     USAGE_ACCRUAL_KIND,
@@ -80,6 +82,43 @@ def rerated_usage_dates(conn: duckdb.DuckDBPyConnection, usage_dates: set[date])
     return usage_dates | {day for (day,) in rows}
 
 
+def fee_lines(conn: duckdb.DuckDBPyConnection) -> tuple[list[FeeLine], set[date]]:
+    """The fee lines on the invoices (``invoice_lines``, as rounded there), with the instant
+    each takes effect, and the billing periods the invoices cover."""
+    rows = conn.execute(
+        """
+        select fees.customer_id, fees.subscription_id, fees.billing_period_start_date,
+               fees.line_type, fees.currency, lines.amount_minor, fees.line_starts_at
+        from invoice_lines as lines
+        inner join subscription_fee_lines as fees
+            on fees.customer_id = lines.customer_id
+            and fees.subscription_id = lines.line_id
+            and fees.billing_period_start_date = lines.billing_period_start_date
+            and fees.line_type = lines.line_type
+        order by all
+        """
+    ).fetchall()
+    periods = {
+        period
+        for (period,) in conn.execute(
+            "select distinct billing_period_start_date from invoice_lines"
+        ).fetchall()
+    }
+    lines = [
+        FeeLine(
+            customer_id=customer,
+            subscription_id=subscription,
+            billing_period_start_date=period,
+            line_type=line_type,
+            currency=currency,
+            amount_minor=Decimal(amount),
+            effective_at=starts_at.replace(tzinfo=UTC),  # a UTC timestamp without a zone
+        )
+        for customer, subscription, period, line_type, currency, amount, starts_at in rows
+    ]
+    return lines, periods
+
+
 def billable_rows(
     conn: duckdb.DuckDBPyConnection, usage_dates: set[date]
 ) -> list[tuple[str, str, date, str, object, int]]:
@@ -125,15 +164,24 @@ def ledger_usage_batch(
             USAGE_ACCRUAL_KIND, effective_at=[accrual_effective_at(day) for day in usage_dates]
         )
     transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
+    with warehouse.connect() as conn:
+        fees, invoiced_periods = fee_lines(conn)
+    with ledger.open() as book:
+        fee_postings = plan_fee_postings(
+            fees, posted=book.cause_totals(SUBSCRIPTION_FEE_KIND), periods=invoiced_periods
+        )
     credit = plan_credit(warehouse, ledger)
     with warehouse.connect() as conn:
-        entries = ledger_batches.write_batch(conn, start, end, [*transactions, *credit.postings])
+        entries = ledger_batches.write_batch(
+            conn, start, end, [*transactions, *fee_postings, *credit.postings]
+        )
     crash_point("ledger.after_batch_staged")
     return dg.MaterializeResult(
         metadata={
             "usage_dates": len(usage_dates),
             "slots_rated": len(rated),
-            "transactions_planned": len(transactions) + len(credit.postings),
+            "transactions_planned": len(transactions) + len(fee_postings) + len(credit.postings),
+            "fee_transactions_planned": len(fee_postings),
             "entries_planned": entries,
             "credit_grants": credit.grants,
             "credit_transactions_planned": len(credit.postings),

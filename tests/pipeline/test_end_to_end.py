@@ -33,10 +33,12 @@ from tests.hand_fixture import (
     BETA,
     EXPECTED_COUNTS,
     EXPECTED_DAILY_AMOUNTS,
+    EXPECTED_FEES,
     EXPECTED_INVOICE_TOTALS,
     EXPECTED_LEDGER_TRANSACTIONS,
     EXPECTED_METER_EVENTS,
     EXPECTED_RECEIVABLE,
+    EXPECTED_USAGE_REVENUE,
 )
 from tests.pipeline.conftest import local_meter_events
 
@@ -122,7 +124,10 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     with Ledger.connect(pipeline_env.ledger_url) as book:
         for customer, amount in EXPECTED_RECEIVABLE.items():
             assert book.balance(unbilled_receivable_account(customer), "usd") == amount
-        assert book.balance("platform:usage_revenue", "usd") == -sum(EXPECTED_RECEIVABLE.values())
+        assert book.balance("platform:usage_revenue", "usd") == -sum(
+            EXPECTED_USAGE_REVENUE.values()
+        )
+        assert book.balance("platform:subscription_revenue", "usd") == -sum(EXPECTED_FEES.values())
         ledger_balances = book.balances()
     transactions, _ = _ledger_state(pipeline_env.ledger_url)
     assert transactions == EXPECTED_LEDGER_TRANSACTIONS
