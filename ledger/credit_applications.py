@@ -25,8 +25,9 @@ from decimal import Decimal
 import psycopg
 
 from ledger.accounts import customer_account, platform_account
-from ledger.model import EXACT, Entry, Transaction
+from ledger.model import Transaction
 from ledger.postings import CREDIT_ACCOUNT, CREDIT_EXPIRY_TARGET, CreditKind
+from ledger.revisions import next_revision
 from ledger.store import CauseTotal
 from ledger.usage_accruals import accrual_effective_at, slot_id, unbilled_receivable_account
 from pricing.credits import CreditAllocation, CreditGrant
@@ -198,24 +199,16 @@ def _difference(
     kind: str, target: _Target, posted: CauseTotal | None, debited: str, credited: str
 ) -> Transaction | None:
     """The next revision of a cause whose total moves ``debited`` up and ``credited`` down."""
-    posted_minor = posted.amount_by_account.get(debited, Decimal(0)) if posted else Decimal(0)
-    delta = EXACT.subtract(target.amount_minor, posted_minor)
-    if delta == 0:
-        return None
-    revision = (posted.revisions if posted else 0) + 1
-    return Transaction(
-        key=f"{kind}:{target.cause_id}:r{revision}",
+    return next_revision(
         kind=kind,
         cause_type=kind,
         cause_id=target.cause_id,
+        target_minor=target.amount_minor,
+        posted=posted,
+        debited=debited,
+        credited=credited,
+        currency=target.currency,
         effective_at=target.effective_at,
-        entries=(
-            Entry(account=debited, amount_minor=delta, currency=target.currency),
-            Entry(account=credited, amount_minor=delta.copy_negate(), currency=target.currency),
-        ),
-        metadata={
-            **target.metadata,
-            "revision": str(revision),
-            "target_amount_minor": str(target.amount_minor),
-        },
+        metadata=target.metadata,
+        target_label="target_amount_minor",
     )

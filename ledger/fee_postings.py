@@ -18,7 +18,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from ledger.accounts import PlatformAccount, platform_account
-from ledger.model import EXACT, Entry, Transaction
+from ledger.model import Transaction
+from ledger.revisions import next_revision
 from ledger.store import CauseTotal
 from ledger.usage_accruals import unbilled_receivable_account
 
@@ -99,32 +100,21 @@ def _line_of(cause_id: str, total: CauseTotal) -> FeeLine:
 
 
 def _difference(line: FeeLine, invoiced: Decimal, posted: CauseTotal | None) -> Transaction | None:
-    receivable = unbilled_receivable_account(line.customer_id)
-    posted_minor = posted.amount_by_account.get(receivable, Decimal(0)) if posted else Decimal(0)
-    delta = EXACT.subtract(invoiced, posted_minor)
-    if delta == 0:
-        return None
-    revision = (posted.revisions if posted else 0) + 1
-    return Transaction(
-        key=f"{SUBSCRIPTION_FEE_KIND}:{line.cause_id}:r{revision}",
+    return next_revision(
         kind=SUBSCRIPTION_FEE_KIND,
         cause_type=FEE_LINE_CAUSE,
         cause_id=line.cause_id,
+        target_minor=invoiced,
+        posted=posted,
+        debited=unbilled_receivable_account(line.customer_id),
+        credited=platform_account(PlatformAccount.SUBSCRIPTION_REVENUE),
+        currency=line.currency,
         effective_at=line.effective_at,
-        entries=(
-            Entry(account=receivable, amount_minor=delta, currency=line.currency),
-            Entry(
-                account=platform_account(PlatformAccount.SUBSCRIPTION_REVENUE),
-                amount_minor=delta.copy_negate(),
-                currency=line.currency,
-            ),
-        ),
         metadata={
             "customer_id": line.customer_id,
             "subscription_id": line.subscription_id,
             "billing_period_start_date": line.billing_period_start_date.isoformat(),
             "line_type": line.line_type,
-            "revision": str(revision),
-            "invoiced_amount_minor": str(invoiced),
         },
+        target_label="invoiced_amount_minor",
     )

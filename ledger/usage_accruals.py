@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
-from ledger.model import EXACT, Entry, Transaction
+from ledger.model import Transaction
+from ledger.revisions import next_revision
 from ledger.store import CauseTotal
 
 USAGE_ACCRUAL_KIND = "usage_accrual"
@@ -84,30 +85,20 @@ def _difference(
     cause_id: str, currency: str, rated_minor: Decimal, posted: CauseTotal | None
 ) -> Transaction | None:
     customer_id, meter_id, usage_date = _parse_slot_id(cause_id)
-    receivable = unbilled_receivable_account(customer_id)
-    posted_minor = posted.amount_by_account.get(receivable, Decimal(0)) if posted else Decimal(0)
-    revisions = posted.revisions if posted else 0
-    delta = EXACT.subtract(rated_minor, posted_minor)  # no rounding, whatever the size
-    if delta == 0:
-        return None
-    revision = revisions + 1
-    return Transaction(
-        key=f"{USAGE_ACCRUAL_KIND}:{cause_id}:r{revision}",
+    return next_revision(
         kind=USAGE_ACCRUAL_KIND,
         cause_type=USAGE_SLOT_CAUSE,
         cause_id=cause_id,
+        target_minor=rated_minor,
+        posted=posted,
+        debited=unbilled_receivable_account(customer_id),
+        credited=USAGE_REVENUE_ACCOUNT,
+        currency=currency,
         effective_at=accrual_effective_at(usage_date),
-        entries=(
-            Entry(account=receivable, amount_minor=delta, currency=currency),
-            Entry(
-                account=USAGE_REVENUE_ACCOUNT, amount_minor=delta.copy_negate(), currency=currency
-            ),
-        ),
         metadata={
             "customer_id": customer_id,
             "meter_id": meter_id,
             "usage_date": usage_date.isoformat(),
-            "revision": str(revision),
-            "rated_amount_minor": str(rated_minor),
         },
+        target_label="rated_amount_minor",
     )
