@@ -23,6 +23,7 @@ DAY_1 = date(2026, 10, 1)
 ZED = "cus_zed000000000003"  # a Stripe customer without a subscription
 # The hand fixture's day 1 bills 7 customer-meter-day slots; Zed's usage adds none.
 DAY_1_ARRIVAL_SLOTS = 7
+FEE_LINES = 1  # alpha's October fee on the Pro plan
 ANOMALY_CHECKS = {
     "usage_volume_anomalies",
     "ingest_share_anomalies",
@@ -98,7 +99,8 @@ def test_usage_without_subscription_warns_without_blocking_and_is_recorded_once(
     assert warning.metadata["findings"].value == 1
     assert ZED in warning.metadata["findings_table"].value  # type: ignore[operator]
     with Ledger.connect(pipeline_env.ledger_url) as book:
-        assert book.verify().transactions == DAY_1_ARRIVAL_SLOTS  # Zed's usage is not billed
+        # Zed's usage is not billed, and Zed (no subscription) has no fee.
+        assert book.verify().transactions == DAY_1_ARRIVAL_SLOTS + FEE_LINES
 
     expected_subscription_finding = (
         "usage_without_subscription",

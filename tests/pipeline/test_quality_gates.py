@@ -32,6 +32,8 @@ DAY_1 = date(2026, 10, 1)
 # Customer, meter and usage-date slots with an amount once arrival day 1 is billed (the late
 # event of 1 Oct arrives on day 2): one ledger transaction and one meter event each.
 DAY_1_ARRIVAL_SLOTS = 7
+# Alpha's October fee on the Pro plan, posted with the first day billed (no meter event).
+FEE_LINES = 1
 
 INGESTION = dg.AssetSelection.assets(stripe_exports, usage_events)
 EVERYTHING = dg.AssetSelection.all()
@@ -81,7 +83,7 @@ def _assert_nothing_billed(pipeline_env: PipelineEnvironment, stripe_url: str) -
 def _assert_day_1_billed(pipeline_env: PipelineEnvironment, stripe_url: str) -> None:
     with Ledger.connect(pipeline_env.ledger_url) as book:
         report = book.verify()
-    assert report.ok and report.transactions == DAY_1_ARRIVAL_SLOTS
+    assert report.ok and report.transactions == DAY_1_ARRIVAL_SLOTS + FEE_LINES
     assert len(local_meter_events(stripe_url)) == DAY_1_ARRIVAL_SLOTS
 
 

@@ -108,7 +108,7 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
         ).fetchall()
         rated = conn.execute(
             "select customer_id, meter_id, billing_period_start_date, amount_minor_exact, "
-            "amount_minor from invoice_lines"
+            "amount_minor from invoice_lines where line_type = 'usage'"
         ).fetchall()
         discrepancies = conn.execute(
             "select customer_id, meter_id, billing_period_start_date, meterbook_amount_minor, "

@@ -79,7 +79,7 @@ def test_a_month_reaches_stripe_exactly_once_through_faults(
                 "from invoice_accuracy order by billing_period_start_date"
             ).fetchall()
             invoiced = conn.execute(
-                "select count(distinct customer_id) from invoice_lines "
+                "select count(distinct customer_id) from invoice_lines where line_type = 'usage' "
                 "group by billing_period_start_date order by billing_period_start_date"
             ).fetchall()
             discrepancies = conn.execute(
