@@ -17,6 +17,7 @@ import pytest
 from ingestion.sample_data import generate_sample_data
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import DBT_PROJECT_DIR, get_settings
+from orchestration.summary import collect_summary
 from pricing.charges import period_amount
 from pricing.price_book import load_price_book
 from stripe_local.server import LocalStripeServer
@@ -74,7 +75,7 @@ def _stripe_worth(corrupted: Counter[Slot]) -> dict[Slot, Decimal]:
 def test_dropped_and_doubled_meter_events_show_as_discrepancies(
     pipeline_env: PipelineEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    generate_sample_data(
+    generated = generate_sample_data(
         pipeline_env.data_dir,
         start_date=FIRST,
         days=(LAST - FIRST).days + 1,
@@ -185,3 +186,38 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
     table = evaluation.metadata["largest_discrepancies"].value
     biggest = max(expected, key=lambda charge: abs(expected[charge]))
     assert f"| {biggest[0]} | {biggest[2]} | {biggest[1]} |" in table  # customer, period, meter
+
+    # The run's summary (what `meterbook demo` prints) names the sample's plan change, with the
+    # prorations on its invoice, and the charge models of the plans the customers are on.
+    figures = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
+    (change,) = generated.plan_changes
+    (shown,) = figures.plan_changes
+    changed_at = datetime.fromtimestamp(change["changed_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert (shown.customer_id, shown.from_plan, shown.to_plan, shown.changed_at) == (
+        change["customer_id"],
+        change["from_plan"],
+        change["to_plan"],
+        changed_at,
+    )
+    with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
+        (prorations,) = conn.execute(
+            "select coalesce(sum(amount_minor), 0) from invoice_lines where customer_id = ? "
+            "and line_type in ('proration_charge', 'proration_credit')",
+            [change["customer_id"]],
+        ).fetchone() or (None,)
+        plans = {
+            plan
+            for (plan,) in conn.execute(
+                "select distinct plan_id from billable_usage_daily"
+            ).fetchall()
+        }
+    assert shown.proration_minor == prorations
+    models = {(m.charge_model, m.with_allowance) for m in figures.charge_models}
+    book = load_price_book(DBT_PROJECT_DIR / "seeds")
+    assert models == {
+        (dated.charge.charge_model, dated.charge.included_units > 0)
+        for (plan, _), charges in book.charges.items()
+        if plan in plans
+        for dated in charges
+    }
+    assert "scale" in plans  # so the tiered, package and allowance models are all there
