@@ -350,8 +350,7 @@ def _make_population(
     volume = rng.lognormal(mean=0.0, sigma=1.6, size=count)
     # Heavier customers tend to be on pricier plans: rank a noisy volume score and cut it by the
     # plans' popularity, cheapest plan for the lowest scores.
-    by_fee = sorted(plans, key=lambda p: (Decimal(p["monthly_fee_minor"]), p["plan_id"]))
-    plan_ids = [p["plan_id"] for p in by_fee]
+    plan_ids = _plans_by_fee(plans)
     shares = np.array([PLAN_WEIGHTS.get(p, 1.0 / len(plan_ids)) for p in plan_ids])
     score = np.log(volume) + rng.normal(0.0, 1.0, size=count)
     quantile = (np.argsort(np.argsort(score, kind="stable"), kind="stable") + 0.5) / count
@@ -705,22 +704,16 @@ class _MeterPrice:
 def _stripe_meter_prices(price_book_dir: Path) -> list[_MeterPrice]:
     """Every charge of the price book as a Stripe price (docs/pricing.md, What Stripe
     receives); a charge no Stripe price expresses stops the generation with the reason."""
-    book = load_price_book(price_book_dir)
     prices = []
-    for row in _read_csv(price_book_dir / "price_book_charges.csv"):
-        effective_from = date.fromisoformat(row["effective_from"])
-        (dated,) = [
-            d
-            for d in book.charges[(row["plan_id"], row["meter_id"])]
-            if d.effective_from == effective_from
-        ]
-        try:
-            fields = stripe_price_fields(dated.charge)
-        except NotExpressibleAtStripe as error:
-            raise ValueError(
-                f"Sample Stripe exports cannot price {row['plan_id']}:{row['meter_id']}: {error}"
-            ) from error
-        prices.append(_MeterPrice(row["plan_id"], row["meter_id"], row["currency"], fields))
+    for (plan_id, meter_id), dated_charges in load_price_book(price_book_dir).charges.items():
+        for dated in dated_charges:
+            try:
+                fields = stripe_price_fields(dated.charge)
+            except NotExpressibleAtStripe as error:
+                raise ValueError(
+                    f"Sample Stripe exports cannot price {plan_id}:{meter_id}: {error}"
+                ) from error
+            prices.append(_MeterPrice(plan_id, meter_id, dated.currency, fields))
     return prices
 
 
@@ -751,10 +744,7 @@ def _plan_change(
     """One customer moves to the next dearer plan (the dearest one down a plan), at a random
     second of the middle third of the range. Drawn from a stream of its own, so the rest of the
     data does not depend on it."""
-    by_fee = [
-        p["plan_id"]
-        for p in sorted(plans, key=lambda p: (Decimal(p["monthly_fee_minor"]), p["plan_id"]))
-    ]
+    by_fee = _plans_by_fee(plans)
     if days < 2 or len(by_fee) < 2 or not population.ids:
         return None
     rng = np.random.default_rng([seed, PLAN_CHANGE_STREAM])
@@ -840,7 +830,7 @@ def _write_stripe_exports(
                 "true",
                 catalog_created,
                 fields_.tiers_mode or "",
-                _stripe_tiers_json(fields_),
+                json.dumps(fields_.tiers_as_returned(), sort_keys=True) if fields_.tiers else "",
                 json.dumps(fields_.transform_quantity, sort_keys=True)
                 if fields_.transform_quantity
                 else "",
@@ -953,27 +943,13 @@ def _change_plan(
         item_rows.append([item_id, change.subscription_id, price_id, 1, change.changed_at])
 
 
-def _stripe_tiers_json(fields_: StripePriceFields) -> str:
-    """``tiers`` as Stripe returns them (``up_to`` null for the last tier), as JSON."""
-    if not fields_.tiers:
-        return ""
-    tiers = []
-    for tier in fields_.tiers:
-        flat = Decimal(tier["flat_amount_decimal"])
-        unit = Decimal(tier["unit_amount_decimal"])
-        tiers.append(
-            {
-                "flat_amount": int(flat) if flat == flat.to_integral_value() else None,
-                "flat_amount_decimal": tier["flat_amount_decimal"],
-                "unit_amount": int(unit) if unit == unit.to_integral_value() else None,
-                "unit_amount_decimal": tier["unit_amount_decimal"],
-                "up_to": tier["up_to"],
-            }
-        )
-    return json.dumps(tiers, sort_keys=True)
-
-
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _plans_by_fee(plans: list[dict[str, str]]) -> list[str]:
+    """Plan ids, cheapest monthly fee first (ties by id)."""
+    by_fee = sorted(plans, key=lambda p: (Decimal(p["monthly_fee_minor"]), p["plan_id"]))
+    return [p["plan_id"] for p in by_fee]
 
 
 def _random_ids(rng: np.random.Generator, prefix: str, count: int) -> list[str]:

@@ -35,8 +35,21 @@ class StripePriceFields:
         """Stripe's whole-cent ``unit_amount``: empty for a sub-cent or tiered price."""
         if self.unit_amount_decimal is None:
             return None
-        exact = Decimal(self.unit_amount_decimal)
-        return int(exact) if exact == exact.to_integral_value() else None
+        return _whole_minor_units(self.unit_amount_decimal)
+
+    def tiers_as_returned(self) -> list[dict[str, Any]]:
+        """``tiers`` as Stripe returns them: ``up_to`` null for the last tier, and the whole-cent
+        ``unit_amount`` / ``flat_amount`` beside the decimals (null when sub-cent)."""
+        return [
+            {
+                "flat_amount": _whole_minor_units(tier["flat_amount_decimal"]),
+                "flat_amount_decimal": tier["flat_amount_decimal"],
+                "unit_amount": _whole_minor_units(tier["unit_amount_decimal"]),
+                "unit_amount_decimal": tier["unit_amount_decimal"],
+                "up_to": tier["up_to"],
+            }
+            for tier in self.tiers
+        ]
 
     def create_params(self) -> dict[str, Any]:
         """These fields as ``prices.create`` takes them (add product, currency, recurring)."""
@@ -124,3 +137,9 @@ def _known(value: Decimal | None) -> Decimal:
 def _text(value: Decimal | None) -> str:
     """A decimal as Stripe's ``*_decimal`` fields write it: plain digits, no exponent."""
     return format(_known(value).normalize(), "f")
+
+
+def _whole_minor_units(amount: str) -> int | None:
+    """A decimal amount as Stripe's integer field beside it: None when it has a fraction."""
+    exact = Decimal(amount)
+    return int(exact) if exact == exact.to_integral_value() else None
