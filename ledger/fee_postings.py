@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from ledger.accounts import PlatformAccount, platform_account
 from ledger.model import Transaction
 from ledger.revisions import next_revision
 from ledger.store import CauseTotal
-from ledger.usage_accruals import unbilled_receivable_account
+from ledger.usage_accruals import accrual_effective_at, unbilled_receivable_account
 
 SUBSCRIPTION_FEE_KIND = "subscription_fee"
 FEE_LINE_CAUSE = "subscription_fee_line"
@@ -95,7 +95,7 @@ def _line_of(cause_id: str, total: CauseTotal) -> FeeLine:
         line_type=line_type,
         currency=total.currency,
         amount_minor=Decimal(0),
-        effective_at=datetime(start.year, start.month, start.day, tzinfo=UTC),
+        effective_at=accrual_effective_at(start),  # the period's first instant, UTC
     )
 
 
