@@ -155,6 +155,7 @@ def ledger_usage_batch(
     with warehouse.connect() as conn:
         usage_dates = rerated_usage_dates(conn, touched_usage_dates(conn, start, end))
         rows = billable_rows(conn, usage_dates)
+        fees, invoiced_periods = fee_lines(conn)
     rated = [
         RatedSlot(customer_id=c, meter_id=m, usage_date=d, currency=cur, amount_minor=amount)
         for c, m, d, cur, amount, _ in rows
@@ -163,13 +164,9 @@ def ledger_usage_batch(
         posted = book.cause_totals(
             USAGE_ACCRUAL_KIND, effective_at=[accrual_effective_at(day) for day in usage_dates]
         )
+        posted_fees = book.cause_totals(SUBSCRIPTION_FEE_KIND)
     transactions = plan_usage_accruals(rated, posted=posted, usage_dates=usage_dates)
-    with warehouse.connect() as conn:
-        fees, invoiced_periods = fee_lines(conn)
-    with ledger.open() as book:
-        fee_postings = plan_fee_postings(
-            fees, posted=book.cause_totals(SUBSCRIPTION_FEE_KIND), periods=invoiced_periods
-        )
+    fee_postings = plan_fee_postings(fees, posted=posted_fees, periods=invoiced_periods)
     credit = plan_credit(warehouse, ledger)
     with warehouse.connect() as conn:
         entries = ledger_batches.write_batch(
