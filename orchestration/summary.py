@@ -160,7 +160,7 @@ def _charge_models(conn: duckdb.DuckDBPyConnection) -> list[ChargeModelSummary]:
         """
         select charge_model, included_units > 0, currency, count(distinct customer_id),
                sum(amount_minor_exact), count(*) filter (where amount_minor_exact < 0)
-        from billable_usage_daily group by 1, 2, 3 order by 1, 2, 3
+        from billable_usage_daily where is_priced group by 1, 2, 3 order by 1, 2, 3
         """
     ).fetchall()
     return [

@@ -16,6 +16,7 @@ from orchestration.definitions import build_definitions
 from orchestration.partitions import daily_partitions
 from orchestration.runner import prepare_instance
 from orchestration.settings import get_settings
+from orchestration.summary import collect_summary
 from tests.conftest import PipelineEnvironment
 from tests.hand_fixture import _event
 
@@ -101,6 +102,9 @@ def test_usage_without_subscription_warns_without_blocking_and_is_recorded_once(
     with Ledger.connect(pipeline_env.ledger_url) as book:
         # Zed's usage is not billed, and Zed (no subscription) has no fee.
         assert book.verify().transactions == DAY_1_ARRIVAL_SLOTS + FEE_LINES
+    # The summary's usage per charge model counts priced usage only: Zed's has no charge.
+    figures = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
+    assert {(m.charge_model, m.customers) for m in figures.charge_models} == {("per_unit", 2)}
 
     expected_subscription_finding = (
         "usage_without_subscription",
