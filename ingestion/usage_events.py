@@ -253,24 +253,33 @@ def _insert_lines_read_in_python(
 
 
 def _classified_sql(arrival_date: date) -> str:
-    """Extract typed fields from every raw line and name the first rule it breaks, if any."""
+    """Extract typed fields from every raw line and name the first rule it breaks, if any.
+
+    Each JSON field is extracted once into a column of its own and each costly test (a
+    timestamp pattern, a token cast) computed once, before the ``CASE`` that picks the reason:
+    the ``CASE`` tests every valid line against every rule. ``trim`` with a character list is
+    slow (~1.7 µs a line), so it only runs on lines that are not JSON, the only ones that can
+    be blank. A valid line also gets the content hash that tells an edge retry from a conflict.
+    """
     day = _sql_string(arrival_date.isoformat())
     known_types = ", ".join(_sql_string(t) for t in KNOWN_EVENT_TYPES)
+    token_columns = ",\n".join(
+        f"            field_types[{i + 6}] as {field}_type, fields[{i + 6}] as {field}_text, "
+        f"try_cast(fields[{i + 6}] as bigint) as {field}"
+        for i, field in enumerate(TOKEN_FIELDS)
+    )
     # An integer that does not fit in a BIGINT (JSON types 2**63 .. 2**64 - 1 as UBIGINT) does
     # not cast: it is too large as well.
     token_checks = "\n".join(
-        f"""            when field_types[{i + 6}] is null then 'missing_{field}'
-            when field_types[{i + 6}] not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
-            when try_cast(fields[{i + 6}] as bigint) < 0 then 'negative_{field}'
-            when coalesce(try_cast(fields[{i + 6}] as bigint) > {MAX_TOKENS_PER_EVENT}, true)
-                then '{field}_too_large'"""
-        for i, field in enumerate(TOKEN_FIELDS)
+        f"""            when {field}_type is null then 'missing_{field}'
+            when {field}_type not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
+            when {field} < 0 then 'negative_{field}'
+            when coalesce({field} > {MAX_TOKENS_PER_EVENT}, true) then '{field}_too_large'"""
+        for field in TOKEN_FIELDS
     )
     return f"""
-    with raw as (select * from raw_lines),
-    extracted as (
+    with extracted as (
         select *,
-            left(ltrim(raw_line, {JSON_WHITESPACE}), 1) = '{{' as is_object,
             case when is_json then json_extract_string(raw_line, [
                 '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
@@ -283,42 +292,57 @@ def _classified_sql(arrival_date: date) -> str:
         from (
             select *, is_utf8 and raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
                       and json_valid(raw_line) as is_json
-            from raw
+            from raw_lines
         )
+    ),
+    unpacked as (
+        select source_file, line_number, raw_line, is_json,
+            fields[1] as event_id, field_types[1] as event_id_type,
+            fields[2] as customer_id, field_types[2] as customer_id_type,
+            fields[3] as event_type, field_types[3] as event_type_type,
+            fields[4] as occurred_at_text, field_types[4] as occurred_at_type,
+            fields[5] as received_at_text, field_types[5] as received_at_type,
+            fields[9] as model, fields[10] as request_kind,
+{token_columns}
+        from extracted
     ),
     typed as (
         select *,
-            try_cast(fields[4] as timestamptz) at time zone 'UTC' as occurred_at,
-            try_cast(fields[5] as timestamptz) at time zone 'UTC' as received_at
-        from extracted
+            try_cast(occurred_at_text as timestamptz) at time zone 'UTC' as occurred_at,
+            try_cast(received_at_text as timestamptz) at time zone 'UTC' as received_at,
+            regexp_full_match(occurred_at_text, '{TIMESTAMP_PATTERN}') as occurred_at_zoned,
+            regexp_full_match(received_at_text, '{TIMESTAMP_PATTERN}') as received_at_zoned
+        from unpacked
     ),
     classified as (
         select *, case
-            when raw_line is null or trim(raw_line, {JSON_WHITESPACE}) = '' then 'empty_line'
+            when raw_line is null
+                 or case when is_json then false else trim(raw_line, {JSON_WHITESPACE}) = '' end
+                then 'empty_line'
             when strlen(raw_line) > {MAX_LINE_BYTES} then 'line_too_long'
             when not is_json then 'invalid_json'
-            when not is_object then 'not_a_json_object'
-            when field_types[1] is null then 'missing_event_id'
-            when field_types[1] <> 'VARCHAR' or fields[1] = ''
-                 or strlen(fields[1]) > {MAX_EVENT_ID_CHARS} then 'invalid_event_id'
-            when field_types[2] is null then 'missing_customer_id'
-            when field_types[2] <> 'VARCHAR' or fields[2] = '' then 'invalid_customer_id'
-            when field_types[3] is null then 'missing_event_type'
-            when coalesce(fields[3] not in ({known_types}), true) then 'unknown_event_type'
-            when field_types[4] is null then 'missing_occurred_at'
-            when field_types[4] <> 'VARCHAR' or occurred_at is null then 'invalid_occurred_at'
-            when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')
-                 and regexp_full_match(fields[4], '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
+            when case when starts_with(raw_line, '{{') then false
+                      else left(ltrim(raw_line, {JSON_WHITESPACE}), 1) <> '{{' end
+                then 'not_a_json_object'
+            when event_id_type is null then 'missing_event_id'
+            when event_id_type <> 'VARCHAR' or event_id = ''
+                 or strlen(event_id) > {MAX_EVENT_ID_CHARS} then 'invalid_event_id'
+            when customer_id_type is null then 'missing_customer_id'
+            when customer_id_type <> 'VARCHAR' or customer_id = '' then 'invalid_customer_id'
+            when event_type_type is null then 'missing_event_type'
+            when coalesce(event_type not in ({known_types}), true) then 'unknown_event_type'
+            when occurred_at_type is null then 'missing_occurred_at'
+            when occurred_at_type <> 'VARCHAR' or occurred_at is null then 'invalid_occurred_at'
+            when not occurred_at_zoned
+                 and regexp_full_match(occurred_at_text, '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
                 then 'occurred_at_without_time_zone'
-            when not regexp_full_match(fields[4], '{TIMESTAMP_PATTERN}')
-                then 'invalid_occurred_at'
-            when field_types[5] is null then 'missing_received_at'
-            when field_types[5] <> 'VARCHAR' or received_at is null then 'invalid_received_at'
-            when not regexp_full_match(fields[5], '{TIMESTAMP_PATTERN}')
-                 and regexp_full_match(fields[5], '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
+            when not occurred_at_zoned then 'invalid_occurred_at'
+            when received_at_type is null then 'missing_received_at'
+            when received_at_type <> 'VARCHAR' or received_at is null then 'invalid_received_at'
+            when not received_at_zoned
+                 and regexp_full_match(received_at_text, '{TIMESTAMP_WITHOUT_ZONE_PATTERN}')
                 then 'received_at_without_time_zone'
-            when not regexp_full_match(fields[5], '{TIMESTAMP_PATTERN}')
-                then 'invalid_received_at'
+            when not received_at_zoned then 'invalid_received_at'
             when received_at < cast({day} as timestamp)
                                - interval {ARRIVAL_DAY_TOLERANCE_HOURS} hour
               or received_at >= cast({day} as timestamp) + interval 1 day
@@ -328,13 +352,23 @@ def _classified_sql(arrival_date: date) -> str:
                 then 'occurred_at_in_future'
             when occurred_at < received_at - interval {MAX_LATENESS_DAYS} day
                 then 'occurred_at_too_old'
-            when fields[9] is null or fields[9] = '' then 'missing_model'
+            when model is null or model = '' then 'missing_model'
 {token_checks}
-            when fields[2] not in (select id from known_customers) then 'unknown_customer'
+            when customer_id not in (select id from known_customers) then 'unknown_customer'
             end as reason
         from typed
     )
-    select * from classified
+    select source_file, line_number, reason,
+        case when reason is not null then left(raw_line, 4096) end as raw_line,
+        case when reason is null or (is_json and event_id_type = 'VARCHAR')
+             then event_id end as event_id,
+        customer_id, event_type, occurred_at, received_at, model, request_kind,
+        input_tokens, output_tokens, cache_read_tokens,
+        case when reason is null then md5(concat_ws('|', customer_id, event_type,
+                 strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'), model, request_kind,
+                 input_tokens_text, output_tokens_text, cache_read_tokens_text)) end
+            as content_hash
+    from classified
     """
 
 
@@ -393,7 +427,7 @@ def _ingest_usage_day(
             create or replace temp table touched_ids as
             select event_id from ingest.usage_event_lines where arrival_date = {day}
             union
-            select fields[1] from classified where reason is null
+            select event_id from classified where reason is null
             """
         )
         conn.execute(
@@ -437,9 +471,7 @@ def _ingest_usage_day(
         conn.execute(
             f"""
             insert into ingest.invalid_usage_lines
-            select {day}, source_file, line_number,
-                   case when is_json and field_types[1] = 'VARCHAR' then fields[1] end,
-                   reason, left(raw_line, 4096)
+            select {day}, source_file, line_number, event_id, reason, raw_line
             from classified where reason is not null
             """
         )
@@ -447,14 +479,9 @@ def _ingest_usage_day(
         conn.execute(
             f"""
             insert into ingest.usage_event_lines
-            select {day}, source_file, line_number, fields[1], fields[2], fields[3],
-                   occurred_at, received_at, cast(occurred_at as date),
-                   fields[9], fields[10],
-                   cast(fields[6] as bigint), cast(fields[7] as bigint), cast(fields[8] as bigint),
-                   md5(concat_ws('|', fields[2], fields[3],
-                                 strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'),
-                                 fields[9], fields[10], fields[6], fields[7], fields[8])),
-                   'pending'
+            select {day}, source_file, line_number, event_id, customer_id, event_type,
+                   occurred_at, received_at, cast(occurred_at as date), model, request_kind,
+                   input_tokens, output_tokens, cache_read_tokens, content_hash, 'pending'
             from classified where reason is null
             """
         )
