@@ -16,7 +16,11 @@ from orchestration.assets.billing import (
     ledger_usage_batch,
     stripe_meter_events,
 )
-from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
+from orchestration.assets.dbt import (
+    finance_dbt_models,
+    meterbook_dbt_models,
+    reconciliation_dbt_models,
+)
 from orchestration.assets.finance import ledger_replica, stripe_meter_usage, stripe_outbox_slots
 from orchestration.assets.ingestion import stripe_exports, usage_events
 from orchestration.checks import (
@@ -29,7 +33,12 @@ from orchestration.checks import (
     usage_lines_conserved,
 )
 from orchestration.gates import GX_GATES
-from orchestration.jobs import daily_billing_job, daily_billing_schedule
+from orchestration.jobs import (
+    daily_billing_job,
+    daily_billing_schedule,
+    stripe_reconciliation_job,
+    stripe_reconciliation_schedule,
+)
 from orchestration.resources import build_resources
 from orchestration.settings import Settings, get_settings
 
@@ -47,6 +56,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             stripe_outbox_slots,
             stripe_meter_usage,
             finance_dbt_models,
+            reconciliation_dbt_models,
             api_snapshot,
         ],
         asset_checks=[
@@ -63,8 +73,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *daily_freshness_checks,
         ],
         sensors=[freshness_checks_sensor],
-        jobs=[daily_billing_job],
-        schedules=[daily_billing_schedule],
+        jobs=[daily_billing_job, stripe_reconciliation_job],
+        schedules=[daily_billing_schedule, stripe_reconciliation_schedule],
         resources=build_resources(settings),
         # Steps of a run share one process: DuckDB allows one writing process per file.
         executor=dg.in_process_executor,

@@ -66,10 +66,17 @@ class RunInProgressError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunOutcome:
+    """One chunk: its billing run and, when billing succeeded, its reconciliation run."""
+
     run_id: str
     first_day: date
     last_day: date
     success: bool
+    reconciliation_run_id: str | None = None
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [self.run_id] + ([self.reconciliation_run_id] if self.reconciliation_run_id else [])
 
 
 def prepare_instance(settings: Settings) -> dg.DagsterInstance:
@@ -158,24 +165,29 @@ def run_days(
     on_chunk_done: Callable[[RunOutcome], None] | None = None,
     log_level: str = "WARNING",
 ) -> list[RunOutcome]:
-    """Materialise the daily partitions ``first_day..last_day`` (inclusive), chunk by chunk.
+    """Bill and reconcile the daily partitions ``first_day..last_day`` (inclusive), by chunk.
 
-    A chunk is one Dagster run over a partition range (the assets' single-run backfill policy),
-    which runs dbt once for the whole chunk.
+    A chunk is one run of the billing job over a partition range (the assets' single-run
+    backfill policy, which runs dbt once for the whole chunk), then one run of the Stripe
+    reconciliation job over the same range (``orchestration/jobs.py``).
     """
     instance = prepare_instance(settings)
     from orchestration.definitions import build_definitions
 
-    job = build_definitions(settings).resolve_job_def("daily_billing")
+    definitions = build_definitions(settings)
+    jobs = [
+        definitions.resolve_job_def("daily_billing"),
+        definitions.resolve_job_def("stripe_reconciliation"),
+    ]
     with exclusive_runs(instance, settings):
         return _run_chunks(
-            instance, job, day_chunks(first_day, last_day, chunk_days), on_chunk_done, log_level
+            instance, jobs, day_chunks(first_day, last_day, chunk_days), on_chunk_done, log_level
         )
 
 
 def _run_chunks(
     instance: dg.DagsterInstance,
-    job: dg.JobDefinition,
+    jobs: list[dg.JobDefinition],
     chunks: list[tuple[date, date]],
     on_chunk_done: Callable[[RunOutcome], None] | None,
     log_level: str,
@@ -191,15 +203,24 @@ def _run_chunks(
                 "dagster/asset_partition_range_end": end.isoformat(),
             }
             partition_key = None
-        result = job.execute_in_process(
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            instance=instance,
-            partition_key=partition_key,
-            tags={**tags, LAUNCHED_BY_TAG: "cli"},
-            raise_on_error=False,
-        )
+        run_ids = []
+        for job in jobs:
+            result = job.execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                instance=instance,
+                partition_key=partition_key,
+                tags={**tags, LAUNCHED_BY_TAG: "cli"},
+                raise_on_error=False,
+            )
+            run_ids.append(result.run_id)
+            if not result.success:
+                break
         outcome = RunOutcome(
-            run_id=result.run_id, first_day=start, last_day=end, success=result.success
+            run_id=run_ids[0],
+            first_day=start,
+            last_day=end,
+            success=result.success,
+            reconciliation_run_id=run_ids[1] if len(run_ids) > 1 else None,
         )
         outcomes.append(outcome)
         if on_chunk_done:

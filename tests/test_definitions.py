@@ -39,8 +39,20 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
         key.to_user_string() for key in graph.get(dg.AssetKey("api_snapshot")).parent_keys
     }
     assert {"customer_balances", "stripe_meter_usage", "invoice_lines"} <= snapshot_parents
-    assert defs.resolve_job_def("daily_billing") is not None
-    assert [s.name for s in defs.schedules or []] == ["daily_billing_schedule"]
+    assert [s.name for s in defs.schedules or []] == [
+        "daily_billing_schedule",
+        "stripe_reconciliation_schedule",
+    ]
+    # Billing never waits on reading Stripe's counts back; reconciliation does nothing else.
+    billing = defs.resolve_job_def("daily_billing").asset_layer.executable_asset_keys
+    reconciliation = defs.resolve_job_def("stripe_reconciliation").asset_layer.executable_asset_keys
+    reconciling = {"stripe_meter_usage", "usage_reconciliation_daily", "invoice_accuracy"}
+    assert reconciling <= {key.to_user_string() for key in reconciliation}
+    assert not reconciling & {key.to_user_string() for key in billing}
+    assert {"stripe_meter_events", "ledger_usage_accruals", "customer_balances"} <= {
+        key.to_user_string() for key in billing
+    }
+    assert billing | reconciliation == set(graph.get_all_asset_keys())
     assert [s.name for s in defs.sensors or []] == ["freshness_checks_sensor"]
     check_names = {
         (check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys

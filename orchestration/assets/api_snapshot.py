@@ -7,7 +7,11 @@ from pathlib import Path
 import dagster as dg
 
 from api.snapshot import publish_snapshot
-from orchestration.assets.dbt import finance_dbt_models, meterbook_dbt_models
+from orchestration.assets.dbt import (
+    finance_dbt_models,
+    meterbook_dbt_models,
+    reconciliation_dbt_models,
+)
 from orchestration.assets.finance import stripe_meter_usage
 from orchestration.assets.ingestion import WAREHOUSE_POOL
 from orchestration.partitions import daily_partitions
@@ -17,7 +21,7 @@ from orchestration.resources import WarehouseResource
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[finance_dbt_models, meterbook_dbt_models, stripe_meter_usage],
+    deps=[finance_dbt_models, meterbook_dbt_models, reconciliation_dbt_models, stripe_meter_usage],
     group_name="api",
     kinds={"parquet"},
     pool=WAREHOUSE_POOL,

@@ -105,6 +105,9 @@ class MeterbookDbtTranslator(DagsterDbtTranslator):
 
 
 FINANCE_SELECTION = "tag:finance"
+# The models that compare Stripe's meter counts with Meterbook's: they run in the
+# reconciliation job, after Stripe's counts are read back (orchestration/jobs.py says why).
+RECONCILIATION_SELECTION = "tag:stripe_reconciliation"
 
 
 def dbt_target_path(warehouse: WarehouseResource, step_name: str) -> Path:
@@ -176,6 +179,7 @@ def meterbook_dbt_models(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     select=FINANCE_SELECTION,
+    exclude=RECONCILIATION_SELECTION,
     name="finance_dbt_models",
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -188,4 +192,23 @@ def finance_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     """The finance marts over the ledger replica; they run after the ledger is copied."""
+    yield from _build(context, dbt, warehouse)
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=RECONCILIATION_SELECTION,
+    name="reconciliation_dbt_models",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=MeterbookDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+    pool=WAREHOUSE_POOL,
+)
+def reconciliation_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """Meterbook vs the ledger vs Stripe's meter counts: after the counts are read back."""
     yield from _build(context, dbt, warehouse)

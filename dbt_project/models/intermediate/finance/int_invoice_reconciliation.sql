@@ -1,3 +1,4 @@
+{{ config(tags=["stripe_reconciliation"]) }}
 {#- Every usage charge of every customer's invoice for a period, compared three ways:
     Meterbook's invoice line, the ledger's accruals and Stripe's meter counts, each rounded to
     whole minor units by the one rule (half away from zero, once per line). -#}

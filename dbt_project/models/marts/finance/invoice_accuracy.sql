@@ -1,3 +1,4 @@
+{{ config(tags=["stripe_reconciliation"]) }}
 {#- Per billing period and currency: how many customer invoices Stripe will charge exactly what
     Meterbook computed. An invoice matches when every one of its usage charges matches to the
     minor unit (no tolerance: both sides apply the same rounding rule once per line). -#}

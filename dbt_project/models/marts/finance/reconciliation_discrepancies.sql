@@ -1,3 +1,4 @@
+{{ config(tags=["stripe_reconciliation"]) }}
 {#- Finance's worklist: the invoice usage charges (customer, period, meter) where Stripe or the
     ledger does not match Meterbook to the minor unit, with the days that differ and the likely
     cause. Empty when everything reconciles. -#}

@@ -1,3 +1,4 @@
+{{ config(tags=["stripe_reconciliation"]) }}
 {#- Per customer, meter and usage date: what Meterbook rated, what the ledger accrued and what
     Stripe's meter counted, with the amount Stripe's count is worth. Only slots that Meterbook
     rated or Stripe counted appear.

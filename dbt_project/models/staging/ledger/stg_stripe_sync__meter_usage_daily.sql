@@ -1,3 +1,4 @@
+{{ config(tags=["stripe_reconciliation"]) }}
 -- What Stripe's meters counted, per customer, meter (Stripe event name) and UTC day.
 select
     customer_id,
