@@ -476,12 +476,27 @@ def _ingest_usage_day(
             """
         )
         crash_point("ingestion.after_quarantine_write")
+        # Ids with more than one copy once the day's new lines are in (the day's old lines are
+        # deleted by now): only their copies need ranking; any other new line is the one copy
+        # of its id, accepted as written.
+        conn.execute(
+            """
+            create or replace temp table contested_ids as
+            select event_id from ingest.usage_event_lines
+            where event_id in (select event_id from touched_ids)
+            union
+            select event_id from classified where reason is null
+            group by event_id having count(*) > 1
+            """
+        )
         conn.execute(
             f"""
             insert into ingest.usage_event_lines
             select {day}, source_file, line_number, event_id, customer_id, event_type,
                    occurred_at, received_at, cast(occurred_at as date), model, request_kind,
-                   input_tokens, output_tokens, cache_read_tokens, content_hash, 'pending'
+                   input_tokens, output_tokens, cache_read_tokens, content_hash,
+                   case when event_id in (select event_id from contested_ids) then 'pending'
+                        else 'accepted' end
             from classified where reason is null
             """
         )
@@ -554,7 +569,7 @@ def _truncated_file_error(path: Path, error: Exception) -> IngestionError:
 
 
 def _decide_statuses(conn: duckdb.DuckDBPyConnection) -> None:
-    """Rank every copy of each touched event_id; only rows whose status changes are written."""
+    """Rank every copy of each contested event_id; only rows whose status changes are written."""
     conn.execute(
         """
         create or replace temp table decided as
@@ -567,7 +582,7 @@ def _decide_statuses(conn: duckdb.DuckDBPyConnection) -> None:
                 row_number() over copies as copy_rank,
                 first_value(content_hash) over copies as first_content_hash
             from ingest.usage_event_lines
-            where event_id in (select event_id from touched_ids)
+            where event_id in (select event_id from contested_ids)
             window copies as (partition by event_id
                               order by received_at, source_file, line_number)
         )
