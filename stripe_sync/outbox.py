@@ -101,41 +101,68 @@ def slot_totals(conn: psycopg.Connection, operation: str) -> dict[str, SlotTotal
 
 
 def record_intents(conn: psycopg.Connection, intents: Iterable[OutboxIntent]) -> int:
-    """Record intents in one transaction; returns how many were new."""
-    created = 0
-    with conn.transaction():
-        for intent in intents:
-            row = conn.execute(
-                """
-                insert into stripe_sync.outbox (idempotency_key, operation, slot_id, revision,
-                    quantity_delta, request_payload, payload_hash)
-                values (%s, %s, %s, %s, %s, %s, %s)
-                on conflict (idempotency_key) do nothing
-                returning id
-                """,
-                [
-                    intent.idempotency_key,
-                    intent.operation,
-                    intent.slot_id,
-                    intent.revision,
-                    intent.quantity_delta,
-                    json.dumps(dict(intent.request_payload)),
-                    intent.payload_hash,
-                ],
-            ).fetchone()
-            if row is not None:
-                created += 1
-                continue
-            existing = conn.execute(
-                "select payload_hash from stripe_sync.outbox where idempotency_key = %s",
-                [intent.idempotency_key],
-            ).fetchone()
-            if existing is None or existing[0] != intent.payload_hash:
-                raise OutboxConflictError(
-                    f"Outbox key {intent.idempotency_key} was recorded before with a different "
-                    "payload; the rating of that slot changed under the same revision. Inspect "
-                    "stripe_sync.outbox for the slot; nothing was recorded."
-                )
+    """Record intents in one transaction; returns how many were new.
+
+    Set-based (one COPY into a temporary table, one conflict check, one insert): a day of
+    2,000 customers has tens of thousands of intents, and a round trip each cost ~0.3 ms.
+    Intents get ids in the order given, which is the order the sender drains them in.
+    """
+    rows = [
+        (
+            position,
+            intent.idempotency_key,
+            intent.operation,
+            intent.slot_id,
+            intent.revision,
+            intent.quantity_delta,
+            json.dumps(dict(intent.request_payload)),
+            intent.payload_hash,
+        )
+        for position, intent in enumerate(intents)
+    ]
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(
+            "create temporary table outbox_intents (position integer, idempotency_key text, "
+            "operation text, slot_id text, revision integer, quantity_delta bigint, "
+            "request_payload jsonb, payload_hash text) on commit drop"
+        )
+        with cursor.copy(
+            "copy outbox_intents (position, idempotency_key, operation, slot_id, revision, "
+            "quantity_delta, request_payload, payload_hash) from stdin"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conflicts = cursor.execute(
+            """
+            select i.idempotency_key from outbox_intents i
+            join stripe_sync.outbox o using (idempotency_key)
+            where o.payload_hash <> i.payload_hash
+            union
+            select idempotency_key from outbox_intents
+            group by idempotency_key having count(distinct payload_hash) > 1
+            order by 1 limit 1
+            """
+        ).fetchall()
+        if conflicts:
+            raise OutboxConflictError(
+                f"Outbox key {conflicts[0][0]} was recorded before with a different "
+                "payload; the rating of that slot changed under the same revision. Inspect "
+                "stripe_sync.outbox for the slot; nothing was recorded."
+            )
+        cursor.execute(
+            """
+            insert into stripe_sync.outbox (idempotency_key, operation, slot_id, revision,
+                quantity_delta, request_payload, payload_hash)
+            select idempotency_key, operation, slot_id, revision, quantity_delta,
+                request_payload, payload_hash
+            from outbox_intents order by position
+            on conflict (idempotency_key) do nothing
+            """
+        )
+        created = cursor.rowcount
+        cursor.execute("drop table outbox_intents")
     return created
 
 
@@ -160,29 +187,32 @@ class WriteOutcome:
 
 
 def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> None:
-    """Write the outcomes of a batch of sends in one transaction."""
+    """Write the outcomes of a batch of sends in one transaction (one COPY, one update)."""
     if not outcomes:
         return
     with conn.transaction(), conn.cursor() as cursor:
-        cursor.executemany(
-            """
-            update stripe_sync.outbox set state = %s, attempts = attempts + %s,
-                stripe_object_id = coalesce(%s, stripe_object_id), last_error = %s,
-                sent_at = case when %s = 'sent' then now() else sent_at end
-            where id = %s
-            """,
-            [
-                (
-                    o.state,
-                    o.attempts,
-                    o.object_id,
-                    (o.error or "")[:2000] or None,
-                    o.state,
-                    o.write_id,
-                )
-                for o in outcomes
-            ],
+        cursor.execute(
+            "create temporary table outbox_outcomes (write_id bigint, state text, "
+            "attempts integer, object_id text, error text) on commit drop"
         )
+        with cursor.copy(
+            "copy outbox_outcomes (write_id, state, attempts, object_id, error) from stdin"
+        ) as copy:
+            for o in outcomes:
+                copy.write_row(
+                    (o.write_id, o.state, o.attempts, o.object_id, (o.error or "")[:2000] or None)
+                )
+        cursor.execute(
+            """
+            update stripe_sync.outbox set state = o.state, attempts = outbox.attempts + o.attempts,
+                stripe_object_id = coalesce(o.object_id, outbox.stripe_object_id),
+                last_error = o.error,
+                sent_at = case when o.state = 'sent' then now() else outbox.sent_at end
+            from outbox_outcomes o
+            where outbox.id = o.write_id
+            """
+        )
+        cursor.execute("drop table outbox_outcomes")
 
 
 def last_sent_per_usage_date(conn: psycopg.Connection, since: date) -> dict[date, datetime]:

@@ -126,6 +126,23 @@ def test_same_key_with_other_content_is_refused(conn: psycopg.Connection) -> Non
         outbox.record_intents(conn, changed)
 
 
+def test_a_refused_batch_records_nothing_and_a_repeat_records_nothing_new(
+    conn: psycopg.Connection,
+) -> None:
+    """Recording is all or nothing: one key with two payloads in one batch refuses the batch."""
+    first, _ = plan_meter_events(
+        [MeterSlot(f"cus_{n}", "m1", DAY, n + 1) for n in range(3)], recorded={}, usage_dates={DAY}
+    )
+    clash, _ = plan_meter_events([MeterSlot("cus_1", "m1", DAY, 7)], recorded={}, usage_dates={DAY})
+    with pytest.raises(outbox.OutboxConflictError, match=clash[0].idempotency_key):
+        outbox.record_intents(conn, [*first, *clash])
+    assert outbox.slot_totals(conn, METER_EVENT_OPERATION) == {}
+    assert outbox.record_intents(conn, [*first, *first]) == 3
+    assert outbox.record_intents(conn, first) == 0
+    pending = outbox.pending_writes(conn, METER_EVENT_OPERATION)
+    assert [w.idempotency_key for w in pending] == [i.idempotency_key for i in first]
+
+
 def test_an_identifier_stripe_already_holds_counts_as_sent(
     server: LocalStripeServer, conn: psycopg.Connection
 ) -> None:
