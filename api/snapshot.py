@@ -9,7 +9,11 @@ leave it blind for the length of a run. So the writer publishes:
     <snapshot root>/<UTC stamp>/<table>.parquet + manifest.json     (written under a temp name,
     <snapshot root>/CURRENT                                          then renamed: atomic)
 
-and the API reads the directory ``CURRENT`` names, with an in-memory DuckDB per request. It never
+and the API reads the directory ``CURRENT`` names, with an in-memory DuckDB per request. A table
+that grows with every day (the usage event lines) is one file per arrival day,
+``<table>/<day>.parquet``: a day whose rows did not change since the last publication (same
+count and fingerprint) is hard-linked from it instead of written again, so a daily run copies
+its own days, not the whole history. It never
 touches the warehouse file, so it neither blocks nor waits for a run; what it shows is as fresh
 as the last publication, and every answer says when that was (``published_at``). Older
 snapshots are kept a little (a reader may be on one) and then removed.
@@ -62,6 +66,11 @@ SNAPSHOT_QUERIES: dict[str, str] = {
 }
 
 
+# Tables published one file per arrival day (the column named), so unchanged days are reused.
+DAY_PARTITIONED: dict[str, str] = {"usage_event_lines": "arrival_date"}
+EMPTY_PART = "_empty.parquet"
+
+
 @dataclass(frozen=True)
 class PublishedSnapshot:
     path: Path
@@ -82,7 +91,23 @@ def publish_snapshot(
     staging.mkdir()
     rows: dict[str, int] = {}
     missing: list[str] = []
+    fingerprints: dict[str, dict[str, str]] = {}
+    previous = _current_directory(snapshot_root)
+    previous_fingerprints = _manifest(previous).get("fingerprints", {}) if previous else {}
     for name, query in SNAPSHOT_QUERIES.items():
+        if name in DAY_PARTITIONED:
+            try:
+                fingerprints[name], rows[name] = _publish_by_day(
+                    conn,
+                    query,
+                    day_column=DAY_PARTITIONED[name],
+                    target=staging / name,
+                    previous=(previous / name) if previous else None,
+                    previous_fingerprints=previous_fingerprints.get(name, {}),
+                )
+            except duckdb.CatalogException:
+                missing.append(name)
+            continue
         target = staging / f"{name}.parquet"
         try:
             conn.execute(f"copy ({query}) to '{target}' (format parquet, compression zstd)")
@@ -91,7 +116,12 @@ def publish_snapshot(
             continue
         counted = conn.execute(f"select count(*) from read_parquet('{target}')").fetchone()
         rows[name] = int(counted[0]) if counted else 0
-    manifest = {"published_at": published_at.isoformat(), "rows": rows, "missing": missing}
+    manifest = {
+        "published_at": published_at.isoformat(),
+        "rows": rows,
+        "missing": missing,
+        "fingerprints": fingerprints,
+    }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     final = snapshot_root / stamp
     staging.rename(final)
@@ -100,6 +130,61 @@ def publish_snapshot(
     os.replace(pointer, snapshot_root / CURRENT)
     _prune(snapshot_root, keep=keep, current=stamp)
     return PublishedSnapshot(path=final, published_at=published_at, rows=rows, missing=missing)
+
+
+def _publish_by_day(
+    conn: duckdb.DuckDBPyConnection,
+    query: str,
+    *,
+    day_column: str,
+    target: Path,
+    previous: Path | None,
+    previous_fingerprints: dict[str, str],
+) -> tuple[dict[str, str], int]:
+    """Write one Parquet file per day of ``query`` into ``target``, linking the previous
+    snapshot's file of a day whose fingerprint (row count and a hash over every row) is
+    unchanged. Returns the fingerprints by day and the row count."""
+    days = conn.execute(
+        f"select cast({day_column} as varchar), count(*), bit_xor(hash(t)) "
+        f"from ({query}) t group by 1 order by 1"
+    ).fetchall()
+    target.mkdir()
+    fingerprints = {day: f"{count}:{digest}" for day, count, digest in days}
+    for day, fingerprint in fingerprints.items():
+        part = target / f"{day}.parquet"
+        reused = previous / part.name if previous else None
+        if reused and previous_fingerprints.get(day) == fingerprint and reused.exists():
+            try:
+                os.link(reused, part)
+                continue
+            except OSError:
+                pass  # another file system: write it again
+        literal = "'" + day.replace("'", "''") + "'"
+        conn.execute(
+            f"copy (select * from ({query}) where cast({day_column} as varchar) = {literal}) "
+            f"to '{part}' (format parquet, compression zstd)"
+        )
+    if not fingerprints:  # the view needs a file to know the columns
+        conn.execute(
+            f"copy (select * from ({query}) limit 0) to '{target / EMPTY_PART}' "
+            "(format parquet, compression zstd)"
+        )
+    return fingerprints, sum(count for _, count, _ in days)
+
+
+def _current_directory(snapshot_root: Path) -> Path | None:
+    try:
+        directory = snapshot_root / (snapshot_root / CURRENT).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return directory if directory.is_dir() else None
+
+
+def _manifest(directory: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((directory / MANIFEST).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _prune(snapshot_root: Path, *, keep: int, current: str) -> None:
@@ -147,6 +232,8 @@ def open_snapshot(snapshot_root: Path) -> Iterator[Snapshot]:
     try:
         for name in manifest["rows"]:
             path = directory / f"{name}.parquet"
+            if name in manifest.get("fingerprints", {}):
+                path = directory / name / "*.parquet"
             conn.execute(f"create view {name} as select * from read_parquet('{path}')")
         yield Snapshot(
             conn=conn,

@@ -139,3 +139,55 @@ def test_meterbook_api_publish_then_explain_an_event(tmp_path: Path) -> None:
     )
     assert unknown.returncode == 1
     assert "evt_9" in unknown.stderr
+
+
+def usage_event_lines(conn: duckdb.DuckDBPyConnection, days: int) -> None:
+    conn.execute("create schema if not exists ingest")
+    conn.execute(
+        "create or replace table ingest.usage_event_lines as "
+        "with lines as (select n, date '2026-10-01' + cast(n % ? as integer) as d "
+        "from range(?) r(n)) "
+        "select 'evt_' || n as event_id, 'cus_alpha' as customer_id, "
+        "'model_call' as event_type, 'nimbus-small' as model, d as usage_date, "
+        "cast(d as timestamp) as occurred_at, cast(d as timestamp) as received_at, "
+        "d as arrival_date, 'f.ndjson.gz' as source_file, n as line_number, 5 as input_tokens, "
+        "1 as output_tokens, 0 as cache_read_tokens, 'h' as content_hash, 'accepted' as status "
+        "from lines",
+        [max(days, 1), days * 3],
+    )
+
+
+def test_unchanged_days_of_event_lines_are_linked_not_written_again(tmp_path: Path) -> None:
+    """A daily run publishes the event lines of the days that changed; the others are the same
+    files as in the last snapshot (hard links), and a reader sees every day either way."""
+    root = tmp_path / "snapshots"
+    with small_warehouse(tmp_path / "w.duckdb") as conn:
+        usage_event_lines(conn, days=0)
+        empty = publish_snapshot(conn, root)
+        assert empty.rows["usage_event_lines"] == 0
+        with open_snapshot(root) as snapshot:
+            assert snapshot.rows("select count(*) as n from usage_event_lines") == [{"n": 0}]
+        usage_event_lines(conn, days=2)
+        first = publish_snapshot(conn, root)
+        conn.execute(
+            "update ingest.usage_event_lines set status = 'duplicate' "
+            "where arrival_date = date '2026-10-02' and line_number = 1"
+        )
+        second = publish_snapshot(conn, root)
+
+    def inode(published: object, day: str) -> int:
+        return (published.path / "usage_event_lines" / f"{day}.parquet").stat().st_ino  # type: ignore[attr-defined]
+
+    assert first.rows["usage_event_lines"] == second.rows["usage_event_lines"] == 6
+    assert inode(first, "2026-10-01") == inode(second, "2026-10-01")  # unchanged: linked
+    assert inode(first, "2026-10-02") != inode(second, "2026-10-02")  # changed: written
+    with open_snapshot(root) as snapshot:
+        statuses = snapshot.rows(
+            "select arrival_date, status, count(*) as n from usage_event_lines "
+            "group by all order by all"
+        )
+    assert [(str(r["arrival_date"]), r["status"], r["n"]) for r in statuses] == [
+        ("2026-10-01", "accepted", 3),
+        ("2026-10-02", "accepted", 2),
+        ("2026-10-02", "duplicate", 1),
+    ]
