@@ -441,8 +441,16 @@ def _run_range(settings: Settings, first_day: date, last_day: date, chunk_days: 
             log_level="INFO",
         )
     for outcome in outcomes:
-        state = "succeeded" if outcome.success else "FAILED"
+        # A reconciliation run follows only a billing run that succeeded.
+        billed = outcome.success or outcome.reconciliation_run_id is not None
+        state = "succeeded" if billed else "FAILED"
         typer.echo(f"run {outcome.run_id}: {outcome.first_day}..{outcome.last_day} {state}")
+        if outcome.reconciliation_run_id:
+            state = "succeeded" if outcome.success else "FAILED"
+            typer.echo(
+                f"run {outcome.reconciliation_run_id}: {first_day}..{last_day} "
+                f"reconciled with Stripe, {state}"
+            )
     if not all(o.success for o in outcomes):
         typer.echo(
             "A run failed: open the Dagster UI (uv run meterbook ui) for the failed step and "

@@ -10,7 +10,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -66,17 +66,13 @@ class RunInProgressError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """One chunk: its billing run and, when billing succeeded, its reconciliation run."""
+    """One chunk's billing run; the last chunk's also names the reconciliation run after it."""
 
     run_id: str
     first_day: date
     last_day: date
     success: bool
     reconciliation_run_id: str | None = None
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [self.run_id] + ([self.reconciliation_run_id] if self.reconciliation_run_id else [])
 
 
 def prepare_instance(settings: Settings) -> dg.DagsterInstance:
@@ -165,69 +161,60 @@ def run_days(
     on_chunk_done: Callable[[RunOutcome], None] | None = None,
     log_level: str = "WARNING",
 ) -> list[RunOutcome]:
-    """Bill and reconcile the daily partitions ``first_day..last_day`` (inclusive), by chunk.
+    """Bill the daily partitions ``first_day..last_day`` (inclusive) chunk by chunk, then
+    reconcile them with Stripe once.
 
     A chunk is one run of the billing job over a partition range (the assets' single-run
-    backfill policy, which runs dbt once for the whole chunk), then one run of the Stripe
-    reconciliation job over the same range (``orchestration/jobs.py``).
+    backfill policy, which runs dbt once for the whole chunk). When every chunk billed, one run
+    of the Stripe reconciliation job over the whole range reads Stripe's counts back
+    (``orchestration/jobs.py``): each customer and meter once, however many chunks there were.
+    Its run id is on the last outcome, whose ``success`` then covers it too.
     """
     instance = prepare_instance(settings)
     from orchestration.definitions import build_definitions
 
     definitions = build_definitions(settings)
-    jobs = [
-        definitions.resolve_job_def("daily_billing"),
-        definitions.resolve_job_def("stripe_reconciliation"),
-    ]
+    billing = definitions.resolve_job_def("daily_billing")
+    reconciliation = definitions.resolve_job_def("stripe_reconciliation")
     with exclusive_runs(instance, settings):
-        return _run_chunks(
-            instance, jobs, day_chunks(first_day, last_day, chunk_days), on_chunk_done, log_level
-        )
-
-
-def _run_chunks(
-    instance: dg.DagsterInstance,
-    jobs: list[dg.JobDefinition],
-    chunks: list[tuple[date, date]],
-    on_chunk_done: Callable[[RunOutcome], None] | None,
-    log_level: str,
-) -> list[RunOutcome]:
-    outcomes = []
-    for start, end in chunks:
-        if start == end:
-            tags = {}
-            partition_key: str | None = start.isoformat()
-        else:
-            tags = {
-                "dagster/asset_partition_range_start": start.isoformat(),
-                "dagster/asset_partition_range_end": end.isoformat(),
-            }
-            partition_key = None
-        run_ids = []
-        for job in jobs:
-            result = job.execute_in_process(
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                instance=instance,
-                partition_key=partition_key,
-                tags={**tags, LAUNCHED_BY_TAG: "cli"},
-                raise_on_error=False,
-            )
-            run_ids.append(result.run_id)
-            if not result.success:
+        outcomes = []
+        for start, end in day_chunks(first_day, last_day, chunk_days):
+            run_id, success = _run(instance, billing, start, end, log_level)
+            outcome = RunOutcome(run_id=run_id, first_day=start, last_day=end, success=success)
+            if success and end == last_day:
+                reconciled_id, success = _run(
+                    instance, reconciliation, first_day, last_day, log_level
+                )
+                outcome = replace(outcome, success=success, reconciliation_run_id=reconciled_id)
+            outcomes.append(outcome)
+            if on_chunk_done:
+                on_chunk_done(outcome)
+            if not outcome.success:
                 break
-        outcome = RunOutcome(
-            run_id=run_ids[0],
-            first_day=start,
-            last_day=end,
-            success=result.success,
-            reconciliation_run_id=run_ids[1] if len(run_ids) > 1 else None,
-        )
-        outcomes.append(outcome)
-        if on_chunk_done:
-            on_chunk_done(outcome)
-        if not result.success:
-            break
-    return outcomes
+        return outcomes
+
+
+def _run(
+    instance: dg.DagsterInstance, job: dg.JobDefinition, start: date, end: date, log_level: str
+) -> tuple[str, bool]:
+    """One run of ``job`` over the partitions ``start..end`` (one partition, or a range)."""
+    if start == end:
+        tags = {}
+        partition_key: str | None = start.isoformat()
+    else:
+        tags = {
+            "dagster/asset_partition_range_start": start.isoformat(),
+            "dagster/asset_partition_range_end": end.isoformat(),
+        }
+        partition_key = None
+    result = job.execute_in_process(
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        instance=instance,
+        partition_key=partition_key,
+        tags={**tags, LAUNCHED_BY_TAG: "cli"},
+        raise_on_error=False,
+    )
+    return result.run_id, result.success
 
 
 def dagster_home_hint(settings: Settings) -> str:
