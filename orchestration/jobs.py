@@ -7,7 +7,7 @@ the day rated (24,000 for 2,000 customers): on the billing path it was the slowe
 bounded by Stripe's read rate limit rather than by the day's data, and Stripe aggregates meter
 events asynchronously, so counts read the moment the events are sent can still lag. Billing
 never waits on it; reconciliation runs an hour after billing, and again whenever it is started.
-``meterbook run`` and ``meterbook backfill`` run both, one after the other, for each chunk.
+``meterbook run`` and ``meterbook backfill`` bill chunk by chunk, then reconcile the whole range.
 """
 
 from __future__ import annotations
