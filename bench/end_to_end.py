@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -73,6 +74,59 @@ def measure_baseline(data_dir: Path, day: date) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "rows": rows, "peak_mib": peak_memory_mib()}
 
 
+class RssSampler:
+    """Samples the resident memory of this process and its child processes (dbt, the embedded
+    PostgreSQL is not a child of this one) every 0.2 s, to say which step holds the peak."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (unix time, MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.samples.append((time.time(), _rss_mib(os.getpid(), children=True)))
+
+    def peak_per_step(self, steps: list[tuple[str, float, float]]) -> list[tuple[str, float]]:
+        """The highest sample inside each step's start..end, highest first."""
+        peaks = []
+        for name, start, end in steps:
+            inside = [mib for at, mib in self.samples if start <= at <= end]
+            if inside:
+                peaks.append((name, round(max(inside))))
+        return sorted(peaks, key=lambda item: -item[1])[:SLOWEST_STEPS]
+
+
+def _rss_mib(pid: int, *, children: bool) -> float:
+    """Resident memory of ``pid`` (and of its direct children), from /proc, in MiB."""
+    pids = [pid]
+    if children:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # the field after the state is the parent's pid
+                pids.append(int(stat.parent.name))
+    total_kib = 0
+    for each in pids:
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
 def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
     """The Dagster job for one day; the local Stripe runs in its own process, as Stripe would."""
     from stripe_local.server import free_port, is_running, start_detached
@@ -99,7 +153,8 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
                 raise SystemExit("The local Stripe did not start.")
             time.sleep(0.1)
         started = time.perf_counter()
-        outcomes = run_days(settings, day, day, chunk_days=1)
+        with RssSampler() as memory:
+            outcomes = run_days(settings, day, day, chunk_days=1)
         seconds = time.perf_counter() - started
     finally:
         server.terminate()
@@ -117,6 +172,10 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
         "peak_mib": peak_memory_mib(),
         "check_seconds": check_seconds,
         "slowest_steps": slowest,
+        "peak_mib_per_step": memory.peak_per_step(
+            step_times(settings, outcomes[0].run_id)
+            + step_times(settings, outcomes[0].reconciliation_run_id)
+        ),
     }
 
 
@@ -130,6 +189,18 @@ def run_seconds(settings: object, run_id: str | None) -> float:
     if not (stats.start_time and stats.end_time):
         raise SystemExit(f"Run {run_id} has no start or end time.")
     return stats.end_time - stats.start_time
+
+
+def step_times(settings: object, run_id: str | None) -> list[tuple[str, float, float]]:
+    """Each step of a run with its start and end (unix time)."""
+    from orchestration.runner import prepare_instance
+
+    instance = prepare_instance(settings)  # type: ignore[arg-type]
+    return [
+        (step.step_key, step.start_time, step.end_time)
+        for step in instance.get_run_step_stats(run_id)  # type: ignore[arg-type]
+        if step.start_time and step.end_time
+    ]
 
 
 def step_seconds(settings: object, run_id: str | None) -> tuple[float, list[tuple[str, float]]]:
@@ -253,6 +324,8 @@ def print_reconciliation(measured: dict) -> None:
 def print_slowest_steps(measured: dict) -> None:
     steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in measured["slowest_steps"])
     print(f"    slowest steps: {steps}")
+    peaks = ", ".join(f"{name} {mib:.0f}" for name, mib in measured["peak_mib_per_step"])
+    print(f"    peak MiB per step (this process and its children, sampled): {peaks}")
 
 
 if __name__ == "__main__":
