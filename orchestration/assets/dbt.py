@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -183,17 +183,23 @@ def _build(
         yield event
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    exclude=FINANCE_SELECTION,
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=MeterbookDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    ),
-    pool=WAREHOUSE_POOL,
-)
+def _pipeline_dbt_assets(**selection: str) -> Callable[..., Any]:
+    """``dbt_assets`` over a selection of the project, as every dbt step of the pipeline is:
+    daily partitions built in one run, dbt tests as asset checks, the warehouse pool."""
+    return dbt_assets(
+        manifest=dbt_project.manifest_path,
+        project=dbt_project,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=MeterbookDbtTranslator(
+            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+        ),
+        pool=WAREHOUSE_POOL,
+        **selection,
+    )
+
+
+@_pipeline_dbt_assets(exclude=FINANCE_SELECTION)
 def meterbook_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
@@ -201,18 +207,8 @@ def meterbook_dbt_models(
     yield from _build(context, dbt, warehouse)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=FINANCE_SELECTION,
-    exclude=RECONCILIATION_SELECTION,
-    name="finance_dbt_models",
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=MeterbookDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    ),
-    pool=WAREHOUSE_POOL,
+@_pipeline_dbt_assets(
+    select=FINANCE_SELECTION, exclude=RECONCILIATION_SELECTION, name="finance_dbt_models"
 )
 def finance_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
@@ -221,18 +217,7 @@ def finance_dbt_models(
     yield from _build(context, dbt, warehouse)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=RECONCILIATION_SELECTION,
-    name="reconciliation_dbt_models",
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=MeterbookDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    ),
-    pool=WAREHOUSE_POOL,
-)
+@_pipeline_dbt_assets(select=RECONCILIATION_SELECTION, name="reconciliation_dbt_models")
 def reconciliation_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
