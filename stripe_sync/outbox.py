@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -100,6 +101,21 @@ def slot_totals(conn: psycopg.Connection, operation: str) -> dict[str, SlotTotal
     return {slot: SlotTotal(revisions=int(rev), quantity=int(qty)) for slot, rev, qty in rows}
 
 
+@contextmanager
+def _staged(
+    cursor: psycopg.Cursor[Any], table: str, columns: str, rows: list[tuple[Any, ...]]
+) -> Iterator[None]:
+    """A temporary table ``table`` (``columns`` as in ``create table``) holding ``rows``, written
+    by one COPY, for one set-based statement; dropped after it (and at commit, in any case)."""
+    cursor.execute(f"create temporary table {table} ({columns}) on commit drop")
+    names = ", ".join(column.split()[0] for column in columns.split(","))
+    with cursor.copy(f"copy {table} ({names}) from stdin") as copy:
+        for row in rows:
+            copy.write_row(row)
+    yield
+    cursor.execute(f"drop table {table}")
+
+
 def record_intents(conn: psycopg.Connection, intents: Iterable[OutboxIntent]) -> int:
     """Record intents in one transaction; returns how many were new.
 
@@ -122,18 +138,17 @@ def record_intents(conn: psycopg.Connection, intents: Iterable[OutboxIntent]) ->
     ]
     if not rows:
         return 0
-    with conn.transaction(), conn.cursor() as cursor:
-        cursor.execute(
-            "create temporary table outbox_intents (position integer, idempotency_key text, "
-            "operation text, slot_id text, revision integer, quantity_delta bigint, "
-            "request_payload jsonb, payload_hash text) on commit drop"
-        )
-        with cursor.copy(
-            "copy outbox_intents (position, idempotency_key, operation, slot_id, revision, "
-            "quantity_delta, request_payload, payload_hash) from stdin"
-        ) as copy:
-            for row in rows:
-                copy.write_row(row)
+    with (
+        conn.transaction(),
+        conn.cursor() as cursor,
+        _staged(
+            cursor,
+            "outbox_intents",
+            "position integer, idempotency_key text, operation text, slot_id text, "
+            "revision integer, quantity_delta bigint, request_payload jsonb, payload_hash text",
+            rows,
+        ),
+    ):
         conflicts = cursor.execute(
             """
             select i.idempotency_key from outbox_intents i
@@ -162,7 +177,6 @@ def record_intents(conn: psycopg.Connection, intents: Iterable[OutboxIntent]) ->
             """
         )
         created = cursor.rowcount
-        cursor.execute("drop table outbox_intents")
     return created
 
 
@@ -190,18 +204,20 @@ def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> N
     """Write the outcomes of a batch of sends in one transaction (one COPY, one update)."""
     if not outcomes:
         return
-    with conn.transaction(), conn.cursor() as cursor:
-        cursor.execute(
-            "create temporary table outbox_outcomes (write_id bigint, state text, "
-            "attempts integer, object_id text, error text) on commit drop"
-        )
-        with cursor.copy(
-            "copy outbox_outcomes (write_id, state, attempts, object_id, error) from stdin"
-        ) as copy:
-            for o in outcomes:
-                copy.write_row(
-                    (o.write_id, o.state, o.attempts, o.object_id, (o.error or "")[:2000] or None)
-                )
+    rows = [
+        (o.write_id, o.state, o.attempts, o.object_id, (o.error or "")[:2000] or None)
+        for o in outcomes
+    ]
+    with (
+        conn.transaction(),
+        conn.cursor() as cursor,
+        _staged(
+            cursor,
+            "outbox_outcomes",
+            "write_id bigint, state text, attempts integer, object_id text, error text",
+            rows,
+        ),
+    ):
         cursor.execute(
             """
             update stripe_sync.outbox set state = o.state, attempts = outbox.attempts + o.attempts,
@@ -212,7 +228,6 @@ def record_outcomes(conn: psycopg.Connection, outcomes: list[WriteOutcome]) -> N
             where outbox.id = o.write_id
             """
         )
-        cursor.execute("drop table outbox_outcomes")
 
 
 def last_sent_per_usage_date(conn: psycopg.Connection, since: date) -> dict[date, datetime]:
