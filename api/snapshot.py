@@ -173,17 +173,19 @@ def _publish_by_day(
 
 
 def _current_directory(snapshot_root: Path) -> Path | None:
+    """The snapshot ``CURRENT`` names, or None when nothing is published (or it is gone)."""
     try:
         directory = snapshot_root / (snapshot_root / CURRENT).read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return directory if directory.is_dir() else None
 
 
 def _manifest(directory: Path) -> dict[str, Any]:
+    """A snapshot's manifest, or {} when it is missing or unreadable."""
     try:
         return dict(json.loads((directory / MANIFEST).read_text()))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return {}
 
 
@@ -219,15 +221,13 @@ class Snapshot:
 
 @contextmanager
 def open_snapshot(snapshot_root: Path) -> Iterator[Snapshot]:
-    try:
-        stamp = (snapshot_root / CURRENT).read_text().strip()
-        directory = snapshot_root / stamp
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError) as error:
+    directory = _current_directory(snapshot_root)
+    manifest = _manifest(directory) if directory else {}
+    if directory is None or "rows" not in manifest:
         raise SnapshotUnavailable(
             f"No warehouse snapshot is published under {snapshot_root} yet: run the pipeline "
             "(or `meterbook api publish` when no run is writing)."
-        ) from error
+        )
     conn = duckdb.connect(":memory:", config={"memory_limit": "256MB", "threads": 1})
     try:
         for name in manifest["rows"]:
