@@ -93,7 +93,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.samples.append((time.time(), _rss_mib(os.getpid(), children=True)))
+            self.samples.append((time.time(), _rss_mib_with_children(os.getpid())))
 
     def peak_per_step(self, steps: list[tuple[str, float, float]]) -> list[tuple[str, float]]:
         """The highest sample inside each step's start..end, highest first."""
@@ -105,17 +105,16 @@ class RssSampler:
         return sorted(peaks, key=lambda item: -item[1])[:SLOWEST_STEPS]
 
 
-def _rss_mib(pid: int, *, children: bool) -> float:
-    """Resident memory of ``pid`` (and of its direct children), from /proc, in MiB."""
+def _rss_mib_with_children(pid: int) -> float:
+    """Resident memory of ``pid`` and of its direct children, from /proc, in MiB."""
     pids = [pid]
-    if children:
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:  # the field after the state is the parent's pid
-                pids.append(int(stat.parent.name))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the field after the state is the parent's pid
+            pids.append(int(stat.parent.name))
     total_kib = 0
     for each in pids:
         try:
@@ -207,20 +206,15 @@ def step_seconds(settings: object, run_id: str | None) -> tuple[float, list[tupl
     """Time the run spent in Dagster asset-check steps (the GX gates and the other checks;
     dbt's own tests run inside the dbt step and are not counted here), and the slowest steps."""
     from orchestration.definitions import build_definitions
-    from orchestration.runner import prepare_instance
 
     graph = build_definitions(settings).resolve_asset_graph()  # type: ignore[arg-type]
     check_names = {key.name for key in graph.asset_check_keys}
-    instance = prepare_instance(settings)  # type: ignore[arg-type]
     total = 0.0
     durations: list[tuple[str, float]] = []
-    for step in instance.get_run_step_stats(run_id):
-        if not (step.start_time and step.end_time):
-            continue
-        seconds = step.end_time - step.start_time
-        durations.append((step.step_key, round(seconds, 1)))
-        if any(step.step_key.endswith(f"_{name}") for name in check_names):
-            total += seconds
+    for step_key, start, end in step_times(settings, run_id):
+        durations.append((step_key, round(end - start, 1)))
+        if any(step_key.endswith(f"_{name}") for name in check_names):
+            total += end - start
     return total, sorted(durations, key=lambda item: -item[1])[:SLOWEST_STEPS]
 
 
