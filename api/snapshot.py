@@ -46,7 +46,7 @@ SNAPSHOT_QUERIES: dict[str, str] = {
     "usage_event_lines": (
         "select event_id, customer_id, event_type, model, usage_date, occurred_at, received_at, "
         "arrival_date, source_file, line_number, input_tokens, output_tokens, "
-        "cache_read_tokens, content_hash, status from ingest.usage_event_lines"
+        "cache_read_tokens, tool, cost_minor, content_hash, status from ingest.usage_event_lines"
     ),
     "quarantined_usage_lines": (
         "select arrival_date, source_file, line_number, event_id, reason "

@@ -250,16 +250,17 @@ def explain_slot(
         [customer_id, meter_id, start],
     )
     aggregate = snapshot.rows(
-        "select event_count, input_tokens, output_tokens, cache_read_tokens from usage_daily "
-        "where customer_id = ? and usage_date = ? and model = ? and event_type = ?",
+        "select event_count, input_tokens, output_tokens, cache_read_tokens, cost_minor "
+        "from usage_daily where customer_id = ? and usage_date = ? "
+        "and model is not distinct from ? and event_type = ?",
         [customer_id, day, meter["model"], meter["event_type"]],
     )
     quantity = "1" if meter["aggregation"] == "count" else meter["quantity_property"]
-    if quantity not in ("1", "input_tokens", "output_tokens", "cache_read_tokens"):
+    if quantity not in ("1", "input_tokens", "output_tokens", "cache_read_tokens", "cost_minor"):
         raise ApiError(500, "unknown_meter_quantity", f"Meter {meter_id} has no known quantity.")
     event_filter = (
-        "from usage_event_lines where customer_id = ? and usage_date = ? and model = ? "
-        "and event_type = ?"
+        "from usage_event_lines where customer_id = ? and usage_date = ? "
+        "and model is not distinct from ? and event_type = ?"
     )
     parameters = [customer_id, day, meter["model"], meter["event_type"]]
     events = snapshot.rows(
@@ -412,7 +413,8 @@ def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
         outcome = {key: line[key] for key in ("source_file", "line_number", "arrival_date")}
         if line["status"] == "accepted":
             meters = snapshot.rows(
-                "select meter_id from meters where model = ? and event_type = ? order by 1",
+                "select meter_id from meters where model is not distinct from ? "
+                "and event_type = ? order by 1",
                 [line["model"], line["event_type"]],
             )
             outcome |= {

@@ -98,6 +98,14 @@ DAY_MS = 24 * HOUR_MS
 ALPHANUMERIC = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
 ID_LENGTH = 14
 EVENT_TYPE = "model_call"
+TOOL_CALL = "tool_call"
+# When the price book meters tool calls: this share of events are paid tool calls, each tool
+# with its popularity and a lognormal cost in cents (median, sigma), at least one cent.
+TOOL_CALL_SHARE = 0.02
+TOOLS = ("web_search", "sandbox_run", "code_index")
+TOOL_WEIGHTS = (0.6, 0.25, 0.15)
+TOOL_COST_CENTS = ((1.0, 0.5), (8.0, 0.9), (3.0, 0.7))
+MAX_TOOL_COST_MINOR = 100_000
 REQUEST_KINDS = ("agent", "chat", "completion", "edit")
 REQUEST_KIND_WEIGHTS = (0.45, 0.3, 0.15, 0.1)
 # Multiplier of the model's input tokens, and the share of calls that read the prompt cache.
@@ -215,6 +223,9 @@ class GenerationSummary:
     # Subscriptions changed to another plan mid-range: customer_id, from_plan, to_plan,
     # changed_at (Unix seconds).
     plan_changes: list[dict[str, Any]] = field(default_factory=list)
+    # Charges no Stripe price expresses (plan_id, meter_id, reason): no Stripe price or
+    # subscription item is written for them; Meterbook rates and posts them.
+    charges_without_stripe_price: list[dict[str, str]] = field(default_factory=list)
 
 
 def generate_sample_data(
@@ -243,7 +254,7 @@ def generate_sample_data(
     rng = np.random.default_rng(seed)
     plans = _read_csv(price_book_dir / "price_book_plans.csv")
     meters = _read_csv(price_book_dir / "price_book_meters.csv")
-    meter_prices = _stripe_meter_prices(price_book_dir)
+    meter_prices, without_price = _stripe_meter_prices(price_book_dir)
     population = _make_population(rng, customers, plans, meters)
     plan_change = _plan_change(seed, population, plans, meter_prices, start_date, days)
 
@@ -313,6 +324,7 @@ def generate_sample_data(
     summary = _summary(start_date, days, customers, events_per_day, seed, mess, population, counts)
     if plan_change is not None:
         summary.plan_changes.append(plan_change.as_manifest())
+    summary.charges_without_stripe_price.extend(without_price)
     raw_dir.mkdir(parents=True, exist_ok=True)
     (raw_dir / MANIFEST_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
@@ -338,6 +350,8 @@ class _Population:
     model_weights: np.ndarray
     # Per model: ln(input median), input sigma, ln(output median), output sigma.
     model_tokens: np.ndarray
+    # Share of events that are tool calls (0 when the price book meters none).
+    tool_call_share: float
 
 
 def _make_population(
@@ -376,6 +390,9 @@ def _make_population(
         models=models,
         model_weights=model_weights / model_weights.sum(),
         model_tokens=tokens,
+        tool_call_share=(
+            TOOL_CALL_SHARE if any(m["event_type"] == TOOL_CALL for m in meters) else 0.0
+        ),
     )
 
 
@@ -409,6 +426,17 @@ def _hour_events(
     output_tokens = rng.lognormal(params[:, 2], params[:, 3])
     cached = rng.random(count) < np.asarray(REQUEST_KIND_CACHE_SHARE)[kind]
     cache_read = np.where(cached, input_tokens * rng.lognormal(np.log(2.0), 0.8, size=count), 0)
+    # Tool calls take the place of some model calls (no draws when the price book has none).
+    is_tool = np.zeros(count, dtype=bool)
+    tool = np.zeros(count, dtype=np.int64)
+    cost = np.zeros(count, dtype=np.int64)
+    if population.tool_call_share:
+        is_tool = rng.random(count) < population.tool_call_share
+        tool = rng.choice(len(TOOLS), size=count, p=TOOL_WEIGHTS)
+        median, sigma = np.asarray(TOOL_COST_CENTS).T
+        cost = np.clip(
+            np.rint(rng.lognormal(np.log(median[tool]), sigma[tool])), 1, MAX_TOOL_COST_MINOR
+        ).astype(np.int64)
     return pl.DataFrame(
         {
             "seq": np.arange(count, dtype=np.int64),
@@ -421,12 +449,14 @@ def _hour_events(
             "received_ms": received,
             "occurred_ms": received - lag,
             "late": late,
+            "event_type": np.where(is_tool, TOOL_CALL, EVENT_TYPE),
+            "tool": pl.Series(TOOLS).gather(tool),
+            "cost_minor": cost,
         }
     ).with_columns(
         pl.concat_str([pl.lit(id_prefix), pl.col("seq").cast(pl.String).str.zfill(7)]).alias(
             "event_id"
         ),
-        pl.lit(EVENT_TYPE).alias("event_type"),
     )
 
 
@@ -449,17 +479,36 @@ def _format_lines(frame: pl.DataFrame) -> pl.Series:
                 ts("occurred_ms"),
                 pl.lit('", "received_at": "'),
                 ts("received_ms"),
-                pl.lit('", "properties": {"model": "'),
-                pl.col("model"),
-                pl.lit('", "input_tokens": '),
-                pl.col("input_tokens").cast(pl.String),
-                pl.lit(', "output_tokens": '),
-                pl.col("output_tokens").cast(pl.String),
-                pl.lit(', "cache_read_tokens": '),
-                pl.col("cache_read_tokens").cast(pl.String),
-                pl.lit(', "request_kind": "'),
-                pl.col("request_kind"),
-                pl.lit('"}}'),
+                pl.lit('", "properties": {'),
+                pl.when(pl.col("event_type") == TOOL_CALL)
+                .then(
+                    pl.concat_str(
+                        [
+                            pl.lit('"tool": "'),
+                            pl.col("tool"),
+                            pl.lit('", "cost_minor": '),
+                            pl.col("cost_minor").cast(pl.String),
+                        ]
+                    )
+                )
+                .otherwise(
+                    pl.concat_str(
+                        [
+                            pl.lit('"model": "'),
+                            pl.col("model"),
+                            pl.lit('", "input_tokens": '),
+                            pl.col("input_tokens").cast(pl.String),
+                            pl.lit(', "output_tokens": '),
+                            pl.col("output_tokens").cast(pl.String),
+                            pl.lit(', "cache_read_tokens": '),
+                            pl.col("cache_read_tokens").cast(pl.String),
+                            pl.lit(', "request_kind": "'),
+                            pl.col("request_kind"),
+                            pl.lit('"'),
+                        ]
+                    )
+                ),
+                pl.lit("}}"),
             ]
         ).alias("line")
     )["line"]
@@ -502,8 +551,11 @@ def _mess_for_hour(
         delays += np.where(rng.random(len(picks)) < mess.retry_next_day_share, DAY_MS, 0)
         copies = frame[picks].with_columns(pl.col("received_ms") + pl.Series(delays))
         if kind == "conflict":
+            # A different body: more output tokens, or a higher cost for a tool call.
             changes = pl.Series(rng.integers(1, 1_000, size=len(picks)))
-            copies = copies.with_columns(pl.col("output_tokens") + changes)
+            copies = copies.with_columns(
+                pl.col("output_tokens") + changes, pl.col("cost_minor") + changes
+            )
         received = copies["received_ms"].to_numpy()
         target_hours = hour_index + (received - hour_start) // HOUR_MS
         for received_ms, target_hour, line in zip(
@@ -526,7 +578,11 @@ def _mess_for_hour(
     unknown = int(rng.binomial(count, mess.unknown_customer))
     if not malformed + unknown:
         return here
-    bases = frame[rng.integers(0, count, size=malformed + unknown)].to_dicts()
+    # Malformed lines break a model call's fields (token counts among them).
+    model_calls = frame.filter(pl.col("event_type") == EVENT_TYPE)
+    if not model_calls.height:
+        return here
+    bases = model_calls[rng.integers(0, model_calls.height, size=malformed + unknown)].to_dicts()
     received_at = (hour_start + rng.integers(0, HOUR_MS, size=malformed + unknown)).tolist()
     kinds = rng.integers(0, len(MALFORMED_KINDS), size=malformed).tolist()
     unknown_picks = rng.integers(0, len(unknown_ids), size=unknown).tolist()
@@ -701,20 +757,25 @@ class _MeterPrice:
     fields: StripePriceFields
 
 
-def _stripe_meter_prices(price_book_dir: Path) -> list[_MeterPrice]:
+def _stripe_meter_prices(
+    price_book_dir: Path,
+) -> tuple[list[_MeterPrice], list[dict[str, str]]]:
     """Every charge of the price book as a Stripe price (docs/pricing.md, What Stripe
-    receives); a charge no Stripe price expresses stops the generation with the reason."""
+    receives), and the charges no Stripe price expresses, with the reason (a percentage
+    charge): those get no price, as a real Stripe account would have none for them."""
     prices = []
+    without_price: list[dict[str, str]] = []
     for (plan_id, meter_id), dated_charges in load_price_book(price_book_dir).charges.items():
         for dated in dated_charges:
             try:
                 fields = stripe_price_fields(dated.charge)
             except NotExpressibleAtStripe as error:
-                raise ValueError(
-                    f"Sample Stripe exports cannot price {plan_id}:{meter_id}: {error}"
-                ) from error
+                without_price.append(
+                    {"plan_id": plan_id, "meter_id": meter_id, "reason": str(error)}
+                )
+                continue
             prices.append(_MeterPrice(plan_id, meter_id, dated.currency, fields))
-    return prices
+    return prices, without_price
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,16 @@ import duckdb
 
 from crash_points import crash_point
 
-KNOWN_EVENT_TYPES: tuple[str, ...] = ("model_call",)
+# A model call carries a model and token counts; a tool call (a paid tool an agent used, such
+# as a web search or a sandbox run) carries the tool and what it cost, in integer minor units.
+KNOWN_EVENT_TYPES: tuple[str, ...] = ("model_call", "tool_call")
 TOKEN_FIELDS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
 # What JSON counts as whitespace (but the line feed, which ends the line), as a SQL expression.
 JSON_WHITESPACE = "' ' || chr(9) || chr(13)"
 MAX_LINE_BYTES = 64 * 1024
 MAX_TOKENS_PER_EVENT = 100_000_000
+# A tool call's cost, in minor units (1,000,000.00 USD).
+MAX_COST_MINOR_PER_EVENT = 100_000_000
 MAX_EVENT_ID_CHARS = 128
 # Events may arrive late, but not later than Stripe accepts meter events (35 days).
 MAX_LATENESS_DAYS = 35
@@ -85,8 +89,13 @@ create table if not exists ingest.usage_event_lines (
     output_tokens bigint not null,
     cache_read_tokens bigint not null,
     content_hash varchar not null,
-    status varchar not null
+    status varchar not null,
+    tool varchar,
+    cost_minor bigint not null default 0
 );
+-- Warehouses made before tool calls were accepted get their columns.
+alter table ingest.usage_event_lines add column if not exists tool varchar;
+alter table ingest.usage_event_lines add column if not exists cost_minor bigint default 0;
 create table if not exists ingest.invalid_usage_lines (
     arrival_date date not null,
     source_file varchar not null,
@@ -268,15 +277,11 @@ def _classified_sql(arrival_date: date) -> str:
         f"try_cast(fields[{i + 6}] as bigint) as {field}"
         for i, field in enumerate(TOKEN_FIELDS)
     )
-    # An integer that does not fit in a BIGINT (JSON types 2**63 .. 2**64 - 1 as UBIGINT) does
-    # not cast: it is too large as well.
     token_checks = "\n".join(
-        f"""            when {field}_type is null then 'missing_{field}'
-            when {field}_type not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
-            when {field} < 0 then 'negative_{field}'
-            when coalesce({field} > {MAX_TOKENS_PER_EVENT}, true) then '{field}_too_large'"""
+        _count_checks(field, MAX_TOKENS_PER_EVENT, event_type="model_call")
         for field in TOKEN_FIELDS
     )
+    cost_checks = _count_checks("cost_minor", MAX_COST_MINOR_PER_EVENT, event_type="tool_call")
     return f"""
     with extracted as (
         select *,
@@ -284,11 +289,13 @@ def _classified_sql(arrival_date: date) -> str:
                 '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
                 '$.properties.cache_read_tokens', '$.properties.model',
-                '$.properties.request_kind']) end as fields,
+                '$.properties.request_kind', '$.properties.tool',
+                '$.properties.cost_minor']) end as fields,
             case when is_json then json_type(raw_line, [
                 '$.event_id', '$.customer_id', '$.event_type', '$.occurred_at', '$.received_at',
                 '$.properties.input_tokens', '$.properties.output_tokens',
-                '$.properties.cache_read_tokens']) end as field_types
+                '$.properties.cache_read_tokens', '$.properties.tool',
+                '$.properties.cost_minor']) end as field_types
         from (
             select *, is_utf8 and raw_line is not null and strlen(raw_line) <= {MAX_LINE_BYTES}
                       and json_valid(raw_line) as is_json
@@ -303,6 +310,9 @@ def _classified_sql(arrival_date: date) -> str:
             fields[4] as occurred_at_text, field_types[4] as occurred_at_type,
             fields[5] as received_at_text, field_types[5] as received_at_type,
             fields[9] as model, fields[10] as request_kind,
+            fields[11] as tool, field_types[9] as tool_type,
+            field_types[10] as cost_minor_type, fields[12] as cost_minor_text,
+            try_cast(fields[12] as bigint) as cost_minor,
 {token_columns}
         from extracted
     ),
@@ -352,8 +362,13 @@ def _classified_sql(arrival_date: date) -> str:
                 then 'occurred_at_in_future'
             when occurred_at < received_at - interval {MAX_LATENESS_DAYS} day
                 then 'occurred_at_too_old'
-            when model is null or model = '' then 'missing_model'
+            when event_type = 'model_call' and (model is null or model = '')
+                then 'missing_model'
 {token_checks}
+            when event_type = 'tool_call' and (tool_type is null or tool = '')
+                then 'missing_tool'
+            when event_type = 'tool_call' and tool_type <> 'VARCHAR' then 'invalid_tool'
+{cost_checks}
             when customer_id not in (select id from known_customers) then 'unknown_customer'
             end as reason
         from typed
@@ -362,14 +377,37 @@ def _classified_sql(arrival_date: date) -> str:
         case when reason is not null then left(raw_line, 4096) end as raw_line,
         case when reason is null or (is_json and event_id_type = 'VARCHAR')
              then event_id end as event_id,
-        customer_id, event_type, occurred_at, received_at, model, request_kind,
-        input_tokens, output_tokens, cache_read_tokens,
-        case when reason is null then md5(concat_ws('|', customer_id, event_type,
-                 strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'), model, request_kind,
-                 input_tokens_text, output_tokens_text, cache_read_tokens_text)) end
-            as content_hash
+        customer_id, event_type, occurred_at, received_at,
+        -- A model call's fields, and a tool call's: what the other type carries is not read.
+        case when event_type = 'model_call' then model end as model,
+        case when event_type = 'model_call' then request_kind end as request_kind,
+        case when event_type = 'model_call' then input_tokens else 0 end as input_tokens,
+        case when event_type = 'model_call' then output_tokens else 0 end as output_tokens,
+        case when event_type = 'model_call' then cache_read_tokens else 0 end
+            as cache_read_tokens,
+        case when event_type = 'tool_call' then tool end as tool,
+        case when event_type = 'tool_call' then cost_minor else 0 end as cost_minor,
+        case when reason is null and event_type = 'model_call'
+                 then md5(concat_ws('|', customer_id, event_type,
+                     strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'), model, request_kind,
+                     input_tokens_text, output_tokens_text, cache_read_tokens_text))
+             when reason is null
+                 then md5(concat_ws('|', customer_id, event_type,
+                     strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%f'), tool, cost_minor_text))
+             end as content_hash
     from classified
     """
+
+
+def _count_checks(field: str, maximum: int, *, event_type: str) -> str:
+    """The ``CASE`` branches that refuse a missing, ill-typed, negative or too large count
+    (an integer that does not fit in a BIGINT, which JSON types 2**63 .. 2**64 - 1 as
+    UBIGINT, does not cast: it is too large as well); only events of ``event_type`` carry it."""
+    only = f"event_type = '{event_type}' and"
+    return f"""            when {only} {field}_type is null then 'missing_{field}'
+            when {only} {field}_type not in ('UBIGINT', 'BIGINT') then 'invalid_{field}_type'
+            when {only} {field} < 0 then 'negative_{field}'
+            when {only} coalesce({field} > {maximum}, true) then '{field}_too_large'"""
 
 
 def ingest_usage_day(
@@ -496,7 +534,8 @@ def _ingest_usage_day(
                    occurred_at, received_at, cast(occurred_at as date), model, request_kind,
                    input_tokens, output_tokens, cache_read_tokens, content_hash,
                    case when event_id in (select event_id from contested_ids) then 'pending'
-                        else 'accepted' end
+                        else 'accepted' end,
+                   tool, cost_minor
             from classified where reason is null
             """
         )

@@ -417,3 +417,51 @@ def test_a_null_event_type_is_unknown_not_a_failed_day(
     counts = _ingest_lines(warehouse, tmp_path, ("\n".join(lines) + "\n").encode())
     assert counts == (2, 1, 0, 1)
     assert _reasons_by_line(warehouse) == {2: "unknown_event_type"}
+
+
+def _tool_call_line(event_id: str, **properties: object) -> str:
+    """A valid tool call of 3 October 2026 for ALPHA; ``properties`` replace its own."""
+    event = json.loads(_event_line(event_id, event_type="tool_call"))
+    event["properties"] = {"tool": "web_search", "cost_minor": 3} | properties
+    event["properties"] = {k: v for k, v in event["properties"].items() if v is not None}
+    return json.dumps(event)
+
+
+def test_a_tool_call_needs_its_tool_and_cost_but_no_model_or_tokens(
+    warehouse: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    lines = [
+        _tool_call_line("evt_tool"),
+        _tool_call_line("evt_notool", tool=None),
+        _tool_call_line("evt_emptytool", tool=""),
+        _tool_call_line("evt_numtool", tool=5),
+        _tool_call_line("evt_nocost", cost_minor=None),
+        _tool_call_line("evt_strcost", cost_minor="3"),
+        _tool_call_line("evt_fraccost", cost_minor=2.5),
+        _tool_call_line("evt_negcost", cost_minor=-1),
+        _tool_call_line("evt_hugecost", cost_minor=10**12),
+        # A model call still needs its model and tokens; a tool call's fields do not count.
+        _event_line("evt_model_without_tokens", input_tokens=None, tool="web_search"),
+        # The same id as a tool call and as a model call: a conflict, not a retry.
+        _event_line("evt_tool"),
+    ]
+    counts = _ingest_lines(warehouse, tmp_path, ("\n".join(lines) + "\n").encode())
+    assert counts == (11, 1, 0, 10)
+    assert _reasons_by_line(warehouse) == {
+        2: "missing_tool",
+        3: "missing_tool",
+        4: "invalid_tool",
+        5: "missing_cost_minor",
+        6: "invalid_cost_minor_type",
+        7: "invalid_cost_minor_type",
+        8: "negative_cost_minor",
+        9: "cost_minor_too_large",
+        10: "invalid_input_tokens_type",
+    }
+    assert warehouse.execute(
+        "select event_id, event_type, model, request_kind, tool, cost_minor, input_tokens, "
+        "output_tokens, cache_read_tokens, status from ingest.usage_event_lines order by 1, status"
+    ).fetchall() == [
+        ("evt_tool", "tool_call", None, None, "web_search", 3, 0, 0, 0, "accepted"),
+        ("evt_tool", "model_call", "nimbus-large", "chat", None, 0, 1, 1, 0, "conflict"),
+    ]

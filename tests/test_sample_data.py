@@ -22,6 +22,7 @@ import duckdb
 import pytest
 
 from ingestion.sample_data import (
+    TOOLS,
     GenerationSummary,
     MessRates,
     generate_sample_data,
@@ -47,6 +48,7 @@ RICH_MESS = MessRates(retry=0.05, conflict=0.01, late=0.1, malformed=0.02, unkno
 EVENT_KEYS = ["event_id", "customer_id", "event_type", "occurred_at", "received_at", "properties"]
 PROPERTY_KEYS = ["model", "input_tokens", "output_tokens", "cache_read_tokens", "request_kind"]
 TOKEN_KEYS = PROPERTY_KEYS[1:4]
+TOOL_PROPERTY_KEYS = ["tool", "cost_minor"]
 REQUEST_KINDS = {"agent", "chat", "completion", "edit"}
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 STRIPE_ID = re.compile(r"^(cus|prod|price|sub|si)_[A-Za-z0-9]{14}$")
@@ -104,6 +106,8 @@ def _classify(event: Any) -> str:
         return "missing_event_id"
     if not isinstance(event.get("customer_id"), str):
         return "missing_customer_id"
+    if event.get("event_type") == "tool_call":
+        return "well_formed"  # the generator breaks only model calls
     if event.get("event_type") != "model_call":
         return "unknown_event_type"
     properties = event["properties"]
@@ -219,22 +223,32 @@ def test_every_well_formed_line_follows_the_contract(
         event = line.event
         assert event is not None
         assert list(event) == EVENT_KEYS, line.text
-        assert list(event["properties"]) == PROPERTY_KEYS, line.text
         assert json.dumps(event) == line.text  # one canonical spelling
         assert event["event_id"].startswith("evt_")
         assert event["customer_id"] in customers | unknown
         assert TIMESTAMP.match(event["occurred_at"]) and TIMESTAMP.match(event["received_at"])
         properties = event["properties"]
+        lag = _ms(event["received_at"]) - _ms(event["occurred_at"])
+        assert 50 <= lag <= 30 * DAY_MS, line.text
+        if event["event_type"] == "tool_call":
+            assert list(properties) == TOOL_PROPERTY_KEYS, line.text
+            assert properties["tool"] in TOOLS
+            assert type(properties["cost_minor"]) is int and properties["cost_minor"] >= 1
+            continue
+        assert event["event_type"] == "model_call"
+        assert list(properties) == PROPERTY_KEYS, line.text
         assert properties["model"] in models
         assert properties["request_kind"] in REQUEST_KINDS
         for key in TOKEN_KEYS:
             assert type(properties[key]) is int and 0 <= properties[key] < 100_000_000
-        lag = _ms(event["received_at"]) - _ms(event["occurred_at"])
-        assert 50 <= lag <= 30 * DAY_MS, line.text
 
 
 def test_data_looks_like_real_usage(observed: Observed) -> None:
-    events = [line.event for line in observed.lines if line.kind == "well_formed" and line.event]
+    all_events = [line.event for line in observed.lines if line.kind == "well_formed"]
+    events = [e for e in all_events if e and e["event_type"] == "model_call"]
+    tool_calls = [e for e in all_events if e and e["event_type"] == "tool_call"]
+    assert 0.01 < len(tool_calls) / len(all_events) < 0.03, "about 2 % are paid tool calls"
+    assert {e["properties"]["tool"] for e in tool_calls} == set(TOOLS)
     models = Counter(e["properties"]["model"] for e in events)
     kinds = Counter(e["properties"]["request_kind"] for e in events)
     volumes = Counter(e["customer_id"] for e in events)
@@ -288,11 +302,12 @@ def test_the_mess_is_exactly_what_the_manifest_says(
         if same == original:
             counts[copy.day]["identical_retries"] += 1
         else:
-            same["properties"] = {**same["properties"], "output_tokens": None}
+            changed = "cost_minor" if original["event_type"] == "tool_call" else "output_tokens"
+            same["properties"] = {**same["properties"], changed: None}
             assert same == {
                 **original,
-                "properties": {**original["properties"], "output_tokens": None},
-            }, "a conflicting duplicate differs in output_tokens only"
+                "properties": {**original["properties"], changed: None},
+            }, f"a conflicting duplicate differs in {changed} only"
             counts[copy.day]["conflicting_duplicates"] += 1
     for line in observed.lines:
         if line.kind != "well_formed":
@@ -387,7 +402,7 @@ def test_default_mess_is_small(tmp_path: Path) -> None:
 def test_stripe_exports_match_the_price_book(
     generated: tuple[Path, GenerationSummary], stripe: dict[str, list[dict[str, str]]]
 ) -> None:
-    folder, _ = generated
+    folder, summary = generated
     stripe_dir = folder / "raw" / "stripe"
     for name, columns in STRIPE_EXPORT_TABLES.items():
         header = (stripe_dir / f"{name}.csv").read_text().splitlines()[0]
@@ -403,6 +418,13 @@ def test_stripe_exports_match_the_price_book(
 
     products = {p["id"] for p in stripe["products"]}
     prices = {p["lookup_key"]: p for p in stripe["prices"]}
+    # A percentage charge has no Stripe price (docs/pricing.md, What Stripe receives).
+    without_price = {(c["plan_id"], c["meter_id"]) for c in summary.charges_without_stripe_price}
+    assert without_price == {
+        (c["plan_id"], c["meter_id"]) for c in book if c["charge_model"] == "percentage"
+    }
+    assert without_price
+    book = [c for c in book if (c["plan_id"], c["meter_id"]) not in without_price]
     assert len(prices) == len(stripe["prices"]) == len(book) + len(plans)
     for price in stripe["prices"]:
         assert price["product"] in products and price["currency"] == "usd"

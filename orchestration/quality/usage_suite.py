@@ -1,7 +1,8 @@
 """The Great Expectations suite that gates accepted usage events before anything is billed.
 
 It validates a *profile* of the partition rather than the raw rows: one row per customer, day,
-event type, model and request kind with counts, minima and maxima. Every expectation here (not
+event type, what was used (a model call's model, a tool call's tool) and request kind with
+counts, minima and maxima. Every expectation here (not
 null, in set, between) holds for all events exactly when it holds for their profile, so nothing is
 sampled away, and a day of 20 M events validates as a few thousand rows.
 
@@ -15,7 +16,12 @@ from typing import Any
 
 import duckdb
 
-from ingestion.usage_events import KNOWN_EVENT_TYPES, MAX_LATENESS_DAYS, MAX_TOKENS_PER_EVENT
+from ingestion.usage_events import (
+    KNOWN_EVENT_TYPES,
+    MAX_COST_MINOR_PER_EVENT,
+    MAX_LATENESS_DAYS,
+    MAX_TOKENS_PER_EVENT,
+)
 from orchestration.quality.gx_runner import SuiteOutcome, run_suite
 
 PROFILE_SQL = """
@@ -23,7 +29,7 @@ select
     lines.customer_id,
     lines.usage_date,
     lines.event_type,
-    lines.model,
+    case lines.event_type when 'tool_call' then lines.tool else lines.model end as used,
     lines.request_kind,
     count(*) as events,
     count(*) filter (where lines.event_id is null or lines.event_id = '') as missing_event_ids,
@@ -33,6 +39,8 @@ select
     max(lines.output_tokens) as output_tokens_max,
     min(lines.cache_read_tokens) as cache_read_tokens_min,
     max(lines.cache_read_tokens) as cache_read_tokens_max,
+    min(lines.cost_minor) as cost_minor_min,
+    max(lines.cost_minor) as cost_minor_max,
     max(date_diff('minute', lines.occurred_at, lines.received_at)) / 60.0 as lateness_hours_max,
     min(date_diff('second', lines.occurred_at, lines.received_at)) as arrival_lag_seconds_min,
     bool_and(customers.id is not null) as is_known_customer
@@ -58,7 +66,7 @@ def build_suite(gx: Any) -> Any:
         for bound in ("min", "max")
     ]
     suite = gx.ExpectationSuite(name="accepted_usage_events")
-    for column in ("customer_id", "usage_date", "event_type", "model"):
+    for column in ("customer_id", "usage_date", "event_type", "used"):
         suite.add_expectation(expectations.ExpectColumnValuesToNotBeNull(column=column))
     suite.add_expectation(
         expectations.ExpectColumnValuesToBeInSet(
@@ -74,6 +82,12 @@ def build_suite(gx: Any) -> Any:
         suite.add_expectation(
             expectations.ExpectColumnValuesToBeBetween(
                 column=column, min_value=0, max_value=MAX_TOKENS_PER_EVENT
+            )
+        )
+    for column in ("cost_minor_min", "cost_minor_max"):
+        suite.add_expectation(
+            expectations.ExpectColumnValuesToBeBetween(
+                column=column, min_value=0, max_value=MAX_COST_MINOR_PER_EVENT
             )
         )
     suite.add_expectation(
@@ -96,7 +110,7 @@ def validate_usage_profile(profile: Any) -> SuiteOutcome:
         "accepted_usage_events",
         build_suite,
         profile,
-        row_identity=["customer_id", "usage_date", "event_type", "model"],
+        row_identity=["customer_id", "usage_date", "event_type", "used"],
     )
 
 

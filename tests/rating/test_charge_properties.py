@@ -148,9 +148,9 @@ def test_the_minimum_top_up_brings_usage_to_the_minimum_and_no_further(
 
 def test_the_shipped_price_book_is_valid_and_uses_the_charge_models() -> None:
     book = load_price_book(DBT_PROJECT_DIR / "seeds")
-    assert len(book.charges) == 48  # 4 plans x 12 meters
+    assert len(book.charges) == 52  # 4 plans x 13 meters
     models = {d.charge.charge_model for dated in book.charges.values() for d in dated}
-    assert models == {"per_unit", "graduated", "volume", "package"}
+    assert models == {"per_unit", "graduated", "volume", "package", "percentage"}
 
 
 def _row(**values: str) -> dict[str, str]:

@@ -132,9 +132,11 @@ QUARANTINE_REASONS: frozenset[str] = frozenset(
         "occurred_at_in_future",
         "occurred_at_too_old",
         "missing_model",
+        "missing_tool",
+        "invalid_tool",
         *(
             reason
-            for tokens in ("input_tokens", "output_tokens", "cache_read_tokens")
+            for tokens in ("input_tokens", "output_tokens", "cache_read_tokens", "cost_minor")
             for reason in (
                 f"missing_{tokens}",
                 f"invalid_{tokens}_type",
@@ -284,6 +286,15 @@ LINE_KINDS: tuple[Kind, ...] = (
         "missing_fields",
         'no event_type; no model, "" or null; no properties; a token count missing',
         "quarantined: missing_event_type / missing_model / missing_<tokens>",
+        "line",
+    ),
+    Kind(
+        "tool_calls",
+        "tool calls: valid ones (no model, no tokens; a model call's fields on them ignored), "
+        'and ones without a tool, a tool of "", null or 5, no cost, a cost as a string, a '
+        "float, null, negative, over 100,000,000 or beyond 64 bits",
+        "accepted / quarantined: missing_tool / invalid_tool / missing_cost_minor / "
+        "invalid_cost_minor_type / negative_cost_minor / cost_minor_too_large",
         "line",
     ),
     Kind(
@@ -893,6 +904,44 @@ def _missing_fields(g: _Generator, count: int) -> None:
         g.quarantined("missing_fields", body, reason, hour=hour)
 
 
+def _tool_calls(g: _Generator, count: int) -> None:
+    """Tool calls, half of them valid, the others each breaking one rule of their own."""
+    broken: tuple[tuple[str | None, str, str], ...] = (
+        ("tool", "", "missing_tool"),
+        ("tool", '""', "missing_tool"),
+        ("tool", "null", "invalid_tool"),
+        ("tool", "5", "invalid_tool"),
+        ("cost_minor", "", "missing_cost_minor"),
+        ("cost_minor", '"12"', "invalid_cost_minor_type"),
+        ("cost_minor", "2.5", "invalid_cost_minor_type"),
+        ("cost_minor", "null", "invalid_cost_minor_type"),
+        ("cost_minor", "-3", "negative_cost_minor"),
+        ("cost_minor", "100000001", "cost_minor_too_large"),
+        ("cost_minor", str(2**64), "invalid_cost_minor_type"),
+    )
+    for number in range(count):
+        event, hour, occ, rec = g.event()
+        event["event_type"] = "tool_call"
+        model_fields = event["properties"]
+        event["properties"] = {
+            "tool": g.rng.choice(["web_search", "sandbox_run", "code_index"]),
+            "cost_minor": g.rng.randrange(0, 100_000),
+        }
+        if number % 2 == 0:
+            if number % 4 == 0:  # a model call's fields on a tool call are not read
+                event["properties"] |= model_fields
+            g.accepted("tool_calls", event, hour, occ, rec)
+            continue
+        field_name, literal, reason = broken[(number // 2) % len(broken)]
+        path = ("properties", field_name)
+        body = (
+            json.dumps(_without(event, path))
+            if not literal
+            else _with_literal(event, path, literal)
+        )
+        g.quarantined("tool_calls", body, reason, hour=hour)
+
+
 def _unknown_event_type(g: _Generator, count: int) -> None:
     literals = ('"page_view"', '"MODEL_CALL"', '""', "null", "5", '"model_call "')
     for number in range(count):
@@ -1292,6 +1341,7 @@ LINE_GENERATORS: dict[str, Callable[[_Generator, int], None]] = {
     "invalid_ids": _invalid_ids,
     "missing_timestamps": _missing_timestamps,
     "missing_fields": _missing_fields,
+    "tool_calls": _tool_calls,
     "unknown_event_type": _unknown_event_type,
     "unknown_customer": _unknown_customer,
     "exact_duplicate": _exact_duplicate,

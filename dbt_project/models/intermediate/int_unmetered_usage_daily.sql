@@ -11,5 +11,5 @@ select usage_daily.*
 from usage_daily
 left join meters
     on usage_daily.event_type = meters.event_type
-    and usage_daily.model = meters.model
-where meters.model is null
+    and usage_daily.model is not distinct from meters.model
+where meters.event_type is null

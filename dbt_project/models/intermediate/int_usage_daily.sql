@@ -24,7 +24,8 @@ aggregated as (
         count(*) as event_count,
         sum(input_tokens) as input_tokens,
         sum(output_tokens) as output_tokens,
-        sum(cache_read_tokens) as cache_read_tokens
+        sum(cache_read_tokens) as cache_read_tokens,
+        sum(cost_minor) as cost_minor
     from events
     group by customer_id, usage_date, event_type, model
 )

@@ -16,6 +16,8 @@ renamed as (
         cast(input_tokens as bigint) as input_tokens,
         cast(output_tokens as bigint) as output_tokens,
         cast(cache_read_tokens as bigint) as cache_read_tokens,
+        tool,
+        cast(cost_minor as bigint) as cost_minor,
         source_file,
         line_number
     from source
