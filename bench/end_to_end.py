@@ -41,16 +41,17 @@ with events as (
         'event_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'event_type': 'VARCHAR',
         'occurred_at': 'TIMESTAMPTZ', 'received_at': 'TIMESTAMPTZ',
         'properties': 'STRUCT(model VARCHAR, input_tokens BIGINT, output_tokens BIGINT,
-                              cache_read_tokens BIGINT, request_kind VARCHAR)'},
+                              cache_read_tokens BIGINT, request_kind VARCHAR, tool VARCHAR,
+                              cost_minor BIGINT)'},
         ignore_errors=true)
 ),
 first_copies as (
     select * from events
     qualify row_number() over (partition by event_id order by received_at) = 1
 )
-select customer_id, properties.model, cast(occurred_at as date) as usage_date, count(*),
-       sum(properties.input_tokens), sum(properties.output_tokens),
-       sum(properties.cache_read_tokens)
+select customer_id, event_type, properties.model, cast(occurred_at as date) as usage_date,
+       count(*), sum(properties.input_tokens), sum(properties.output_tokens),
+       sum(properties.cache_read_tokens), sum(properties.cost_minor)
 from first_copies group by all
 """
 

@@ -48,11 +48,13 @@ def test_staging_suite_passes_clean_events_and_names_each_broken_invariant(
         """
         create table stg_usage__events as select * from (values
             ('e1', 'cus_a', 'model_call', 'm', timestamp '2026-10-01 10:00', date '2026-10-01',
-             date '2026-10-01', 10, 5, 0),
+             date '2026-10-01', 10, 5, 0, null, 0),
             ('e2', 'cus_a', 'model_call', 'm', timestamp '2026-10-01 11:00', date '2026-10-01',
-             date '2026-10-01', 20, 5, 1)
+             date '2026-10-01', 20, 5, 1, null, 0),
+            ('e4', 'cus_a', 'tool_call', null, timestamp '2026-10-01 11:00', date '2026-10-01',
+             date '2026-10-01', 0, 0, 0, 'web_search', 7)
         ) as t(event_id, customer_id, event_type, model, occurred_at, usage_date, arrival_date,
-               input_tokens, output_tokens, cache_read_tokens)
+               input_tokens, output_tokens, cache_read_tokens, tool, cost_minor)
         """
     )
     clean = validate_staging_usage(staging_usage_profile(warehouse, DAY, NEXT_DAY))
@@ -62,9 +64,11 @@ def test_staging_suite_passes_clean_events_and_names_each_broken_invariant(
         """
         insert into stg_usage__events values
             ('e1', 'cus_b', 'model_call', 'm', timestamp '2026-10-01 10:00', date '2026-10-01',
-             date '2026-10-01', 10, 5, 0),
+             date '2026-10-01', 10, 5, 0, null, 0),
             ('e3', 'cus_c', 'model_call', 'm', timestamp '2026-09-30 23:59', date '2026-10-01',
-             date '2026-10-01', 1, -1, 0)
+             date '2026-10-01', 1, -1, 0, null, 0),
+            ('e5', 'cus_d', 'tool_call', null, timestamp '2026-10-01 12:00', date '2026-10-01',
+             date '2026-10-01', 0, 0, 0, null, -2)
         """
     )
     broken = validate_staging_usage(staging_usage_profile(warehouse, DAY, NEXT_DAY))
@@ -73,8 +77,15 @@ def test_staging_suite_passes_clean_events_and_names_each_broken_invariant(
         "events_with_repeated_ids",
         "tokens_min",
         "usage_date_is_occurrence_date",
+        "used",
+        "cost_minor_min",
     }
-    assert {row["customer_id"] for row in broken.sample_rows} == {"cus_a", "cus_b", "cus_c"}
+    assert {row["customer_id"] for row in broken.sample_rows} == {
+        "cus_a",
+        "cus_b",
+        "cus_c",
+        "cus_d",
+    }
 
 
 def test_invoice_lines_suite_checks_sign_scale_currency_and_the_recorded_rounding(

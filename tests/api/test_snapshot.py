@@ -94,8 +94,8 @@ def test_meterbook_api_publish_then_explain_an_event(tmp_path: Path) -> None:
             "date '2026-10-01' as usage_date, timestamp '2026-10-01 10:00' as occurred_at, "
             "timestamp '2026-10-01 10:00:01' as received_at, date '2026-10-01' as arrival_date, "
             "'hour=10/a.ndjson.gz' as source_file, 1 as line_number, 5 as input_tokens, "
-            "1 as output_tokens, 0 as cache_read_tokens, 'h' as content_hash, "
-            "'accepted' as status"
+            "1 as output_tokens, 0 as cache_read_tokens, null as tool, 0 as cost_minor, "
+            "'h' as content_hash, 'accepted' as status"
         )
         conn.execute(
             "create table ingest.invalid_usage_lines as select 'hour=10/a.ndjson.gz' as "
@@ -151,8 +151,8 @@ def usage_event_lines(conn: duckdb.DuckDBPyConnection, days: int) -> None:
         "'model_call' as event_type, 'nimbus-small' as model, d as usage_date, "
         "cast(d as timestamp) as occurred_at, cast(d as timestamp) as received_at, "
         "d as arrival_date, 'f.ndjson.gz' as source_file, n as line_number, 5 as input_tokens, "
-        "1 as output_tokens, 0 as cache_read_tokens, 'h' as content_hash, 'accepted' as status "
-        "from lines",
+        "1 as output_tokens, 0 as cache_read_tokens, null as tool, 0 as cost_minor, "
+        "'h' as content_hash, 'accepted' as status from lines",
         [max(days, 1), days * 3],
     )
 

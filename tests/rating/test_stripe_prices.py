@@ -104,6 +104,8 @@ def test_every_demo_price_book_charge_is_a_stripe_price_that_bills_the_same(
     models = set()
     for (plan_id, meter_id), dated_charges in book.charges.items():
         for dated in dated_charges:
+            if dated.charge.charge_model == "percentage":
+                continue  # no Stripe price expresses it (the test below)
             price = stored_price(local_stripe, dated.charge)
             models.add((dated.charge.charge_model, dated.charge.included_units > 0))
             for used in [*boundaries(dated.charge), 123_456_789]:
