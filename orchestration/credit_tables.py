@@ -1,9 +1,11 @@
-"""Credit grants and what they paid, in the warehouse: the rated charges the allocation reads,
-and the allocation written back for the finance marts (``billing.credit_*``).
+"""Credit grants and what they paid, in the warehouse (``billing.credit_*``): the approved
+grants, copied from the billing API's database before the rating so that dbt can say which
+grants may pay for which slot (``int_credit_grant_slots``); the rated charges and that order,
+which the allocation reads; and the allocation written back for the finance marts.
 
 The allocation covers all of a grant holder's rated days (a grant's balance depends on every
-day before), so each run replaces the three tables whole; they are small (customers with
-grants only).
+day before), so each run replaces the tables whole; they are small (customers with grants
+only).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import duckdb
 import pandas as pd
 
 from ledger.credit_applications import LedgerGrant
-from pricing.credits import CreditAllocation, UsageCharge
+from ledger.postings import CreditKind
+from pricing.credits import CreditAllocation, CreditGrant, SlotKey, UsageCharge
 
 SCHEMA_SQL = """
 create schema if not exists billing;
@@ -108,11 +111,8 @@ EXPIRY_COLUMNS = {
 }
 
 
-def write_allocation(
-    conn: duckdb.DuckDBPyConnection, grants: Iterable[LedgerGrant], allocation: CreditAllocation
-) -> int:
-    """Replace the three tables with these grants and their allocation, in one transaction;
-    returns the rows written."""
+def write_grants(conn: duckdb.DuckDBPyConnection, grants: Iterable[LedgerGrant]) -> int:
+    """Replace ``billing.credit_grants`` with these grants; returns the rows written."""
     ensure_schema(conn)
     grant_rows = [
         (
@@ -128,6 +128,66 @@ def write_allocation(
         )
         for g in grants
     ]
+    conn.execute("begin")
+    written = _replace_table(conn, "billing.credit_grants", GRANT_COLUMNS, grant_rows)
+    conn.execute("commit")
+    return written
+
+
+def read_grants(conn: duckdb.DuckDBPyConnection) -> list[LedgerGrant]:
+    """The grants ``write_grants`` copied (none before the first copy)."""
+    (copied,) = conn.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'billing' and table_name = 'credit_grants'"
+    ).fetchone() or (0,)
+    if not copied:
+        return []
+    rows = conn.execute(
+        "select grant_id, customer_id, credit_kind, currency, amount_minor, effective_at, "
+        "expires_at, priority, meters from billing.credit_grants order by grant_id"
+    ).fetchall()
+    return [
+        LedgerGrant(
+            CreditGrant(
+                grant_id=grant_id,
+                customer_id=customer_id,
+                currency=currency,
+                amount_minor=Decimal(amount),
+                effective_at=effective_at,
+                expires_at=expires_at,
+                priority=priority,
+                meters=frozenset(meters),
+            ),
+            CreditKind(credit_kind),
+        )
+        for (
+            grant_id,
+            customer_id,
+            credit_kind,
+            currency,
+            amount,
+            effective_at,
+            expires_at,
+            priority,
+            meters,
+        ) in rows
+    ]
+
+
+def spending_orders(conn: duckdb.DuckDBPyConnection) -> dict[SlotKey, tuple[str, ...]]:
+    """Per rated slot of a grant holder, the grants that may pay for it in the order they are
+    drawn down, as dbt's ``int_credit_grant_slots`` says."""
+    rows = conn.execute(
+        "select customer_id, meter_id, usage_date, list(grant_id order by spending_rank) "
+        "from int_credit_grant_slots group by all"
+    ).fetchall()
+    return {(customer, meter, day): tuple(order) for customer, meter, day, order in rows}
+
+
+def write_allocation(conn: duckdb.DuckDBPyConnection, allocation: CreditAllocation) -> int:
+    """Replace the applications and expiries with this allocation, in one transaction;
+    returns the rows written."""
+    ensure_schema(conn)
     application_rows = [
         (
             a.grant_id,
@@ -151,11 +211,9 @@ def write_allocation(
         for e in allocation.expiries
     ]
     conn.execute("begin")
-    written = (
-        _replace_table(conn, "billing.credit_grants", GRANT_COLUMNS, grant_rows)
-        + _replace_table(conn, "billing.credit_applications", APPLICATION_COLUMNS, application_rows)
-        + _replace_table(conn, "billing.credit_expiries", EXPIRY_COLUMNS, expiry_rows)
-    )
+    written = _replace_table(
+        conn, "billing.credit_applications", APPLICATION_COLUMNS, application_rows
+    ) + _replace_table(conn, "billing.credit_expiries", EXPIRY_COLUMNS, expiry_rows)
     conn.execute("commit")
     return written
 

@@ -12,6 +12,7 @@ from orchestration.anomaly_checks import (
 )
 from orchestration.assets.api_snapshot import api_snapshot
 from orchestration.assets.billing import (
+    credit_grants,
     ledger_usage_accruals,
     ledger_usage_batch,
     stripe_meter_events,
@@ -48,6 +49,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=[
             stripe_exports,
             usage_events,
+            credit_grants,
             meterbook_dbt_models,
             ledger_usage_batch,
             ledger_usage_accruals,

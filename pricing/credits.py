@@ -9,7 +9,10 @@ accrue, day by day, in UTC, the way Orb and Metronome draw credit down:
 - Each day's charge of a meter is paid by the grants that may pay for it (same customer and
   currency; the meter among the grant's meters, or the grant names none) in the order
   *priority* (lower first), then *earliest expiry* (no expiry last), then earlier effect, then
-  grant id; each pays what it still holds, the next one the rest.
+  grant id; each pays what it still holds, the next one the rest. The pipeline takes which
+  grants may pay for a slot, and in which order, from the dbt model ``int_credit_grant_slots``
+  (whose unit tests pin these rules); ``reference_spending_orders`` is the same rule in Python,
+  for the tests and for callers without a warehouse.
 - A day's charge can be negative (a volume tier crossed mid-period lowers the period's amount):
   the decrease lowers what the customer owes first; credit comes back only when the credit
   applied to the meter in the period would otherwise exceed the meter's charges for the period,
@@ -28,12 +31,14 @@ Amounts are exact ``Decimal`` minor units, never rounded here (invoices round, i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 ZERO = Decimal(0)
+# A usage slot: customer, meter, usage date.
+SlotKey = tuple[str, str, date]
 
 
 def end_of_day(day: date) -> datetime:
@@ -125,22 +130,48 @@ class CreditAllocation:
     expiries: tuple[CreditExpiry, ...]
 
 
+def reference_spending_orders(
+    grants: Iterable[CreditGrant], charges: Iterable[UsageCharge]
+) -> dict[SlotKey, tuple[str, ...]]:
+    """For each charge's slot, the ids of the grants that may pay for it, in the order they
+    are drawn down: what ``int_credit_grant_slots`` computes in the warehouse."""
+    by_customer: dict[str, list[CreditGrant]] = defaultdict(list)
+    for grant in sorted(grants, key=lambda grant: grant.spending_order):
+        by_customer[grant.customer_id].append(grant)
+    return {
+        (charge.customer_id, charge.meter_id, charge.usage_date): tuple(
+            grant.grant_id for grant in by_customer[charge.customer_id] if grant.pays_for(charge)
+        )
+        for charge in charges
+    }
+
+
 def apply_credits(
     grants: Iterable[CreditGrant],
     charges: Iterable[UsageCharge],
     *,
     rated_through: date | None,
+    spending_orders: Mapping[SlotKey, Sequence[str]] | None = None,
 ) -> CreditAllocation:
     """Every grant's applications to ``charges`` (all of each customer's rated days: a
     grant's balance depends on every day before), and the expiry remainders of the grants
-    that expired by the end of ``rated_through`` (the last day rated)."""
-    ordered_grants = sorted(grants, key=lambda grant: grant.spending_order)
-    held = {grant.grant_id: grant.amount_minor for grant in ordered_grants}
-    if len(held) != len(ordered_grants):
+    that expired by the end of ``rated_through`` (the last day rated).
+
+    ``spending_orders`` gives, per slot, the grants that may pay for it in the order they are
+    drawn down (the warehouse's ``int_credit_grant_slots``); by default the reference rule."""
+    grants = list(grants)
+    charges = list(charges)
+    held = {grant.grant_id: grant.amount_minor for grant in grants}
+    if len(held) != len(grants):
         raise ValueError("Credit grants must have distinct grant ids.")
-    by_customer: dict[str, list[CreditGrant]] = defaultdict(list)
-    for grant in ordered_grants:
-        by_customer[grant.customer_id].append(grant)
+    if spending_orders is None:
+        spending_orders = reference_spending_orders(grants, charges)
+    unknown = {g for order in spending_orders.values() for g in order} - held.keys()
+    if unknown:
+        raise ValueError(
+            f"The spending orders name grants that are not among the grants: {sorted(unknown)}; "
+            "read both from the same copy of the grants."
+        )
 
     applied: dict[tuple[str, str, date], Decimal] = defaultdict(Decimal)
     charged: dict[tuple[str, str, str, date], Decimal] = defaultdict(Decimal)
@@ -161,18 +192,19 @@ def apply_credits(
         charged[period] += charge.amount_minor
         if charge.amount_minor > 0:
             owed = charge.amount_minor
-            for grant in by_customer.get(charge.customer_id, ()):
+            slot = (charge.customer_id, charge.meter_id, charge.usage_date)
+            for grant_id in spending_orders.get(slot, ()):
                 if not owed:
                     break
-                if held[grant.grant_id] <= 0 or not grant.pays_for(charge):
+                if held[grant_id] <= 0:
                     continue
-                paid = min(owed, held[grant.grant_id])
-                held[grant.grant_id] -= paid
+                paid = min(owed, held[grant_id])
+                held[grant_id] -= paid
                 owed -= paid
                 credited[period] += paid
-                applied[(grant.grant_id, charge.meter_id, charge.usage_date)] += paid
-                slots[(grant.grant_id, charge.meter_id, charge.usage_date)] = charge
-                applied_in_period[period].append(_Paid(grant.grant_id, paid))
+                applied[(grant_id, charge.meter_id, charge.usage_date)] += paid
+                slots[(grant_id, charge.meter_id, charge.usage_date)] = charge
+                applied_in_period[period].append(_Paid(grant_id, paid))
         else:
             # Credit comes back only as far as the period's credit exceeds its charges.
             excess = credited[period] - max(charged[period], ZERO)
@@ -212,7 +244,7 @@ def apply_credits(
             expires_at=grant.expires_at,
             remaining_minor=held[grant.grant_id],
         )
-        for grant in sorted(ordered_grants, key=lambda grant: grant.grant_id)
+        for grant in sorted(grants, key=lambda grant: grant.grant_id)
         if grant.expires_at is not None
         and rated_until is not None
         and grant.expires_at <= rated_until

@@ -193,15 +193,18 @@ class CreditPlan:
 
 
 def plan_credit(warehouse: WarehouseResource, ledger: LedgerResource) -> CreditPlan:
-    """Apply every approved credit grant to its customer's rated usage (pricing/credits.py),
-    record the allocation in the warehouse and plan the ledger's differences from it."""
-    with psycopg.connect(ledger.resolved_url(), autocommit=True) as pg:
-        grants = approved_credit_grants(pg)
+    """Apply the approved credit grants the rating saw (``credit_grants``) to their customers'
+    rated usage, in the order dbt gives (``int_credit_grant_slots``; pricing/credits.py draws
+    them down), record the allocation in the warehouse and plan the ledger's differences."""
     with warehouse.connect() as conn:
+        grants = credit_tables.read_grants(conn)
         charges, rated_through = credit_tables.usage_charges(
             conn, {grant.terms.customer_id for grant in grants}
         )
-    allocation = apply_credits([g.terms for g in grants], charges, rated_through=rated_through)
+        orders = credit_tables.spending_orders(conn) if grants else {}
+    allocation = apply_credits(
+        [g.terms for g in grants], charges, rated_through=rated_through, spending_orders=orders
+    )
     postings: list[Transaction] = []
     if grants:
         with ledger.open() as book:
@@ -212,8 +215,30 @@ def plan_credit(warehouse: WarehouseResource, ledger: LedgerResource) -> CreditP
                 posted_expiries=book.cause_totals(CREDIT_EXPIRY_KIND),
             )
     with warehouse.connect() as conn:
-        credit_tables.write_allocation(conn, grants, allocation)
+        credit_tables.write_allocation(conn, allocation)
     return CreditPlan(grants=len(grants), postings=postings)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="billing",
+    kinds={"postgres", "duckdb"},
+    pool=WAREHOUSE_POOL,
+    description=(
+        "The approved credit grants (billing API), copied whole into the warehouse before the "
+        "rating: dbt says which grants may pay for which usage slot and in which order "
+        "(int_credit_grant_slots), and the ledger batch draws them down."
+    ),
+)
+def credit_grants(ledger: LedgerResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with psycopg.connect(ledger.resolved_url(), autocommit=True) as pg:
+        grants = approved_credit_grants(pg)
+    with warehouse.connect() as conn:
+        written = credit_tables.write_grants(conn, grants)
+    return dg.MaterializeResult(
+        metadata={"grants": written, "customers": len({g.terms.customer_id for g in grants})}
+    )
 
 
 @dg.asset(

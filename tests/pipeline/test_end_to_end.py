@@ -23,9 +23,11 @@ from ledger import Entry, Ledger, Transaction
 from ledger.migrations import migrate
 from ledger.replication import replicate_ledger
 from ledger.usage_accruals import unbilled_receivable_account
+from orchestration import credit_tables
 from orchestration.runner import prepare_instance, run_days
 from orchestration.settings import get_settings
 from orchestration.summary import CreditSummary, collect_summary
+from pricing.credits import reference_spending_orders
 from tests.api.conftest import api_config, write_customers
 from tests.conftest import PipelineEnvironment
 from tests.dbt_cli import run_dbt
@@ -313,6 +315,16 @@ def test_a_partition_run_again_or_backfilled_over_changes_nothing(
             "from invoice_credits where customer_id = ?",
             [BETA],
         ).fetchone()
+        grants = credit_tables.read_grants(conn)
+        charges, _ = credit_tables.usage_charges(conn, {g.terms.customer_id for g in grants})
+        dbt_orders = credit_tables.spending_orders(conn)
+    # The grants were drawn down in dbt's order (int_credit_grant_slots): the reference rule's.
+    reference = reference_spending_orders([g.terms for g in grants], charges)
+    assert dbt_orders == {slot: order for slot, order in reference.items() if order}
+    assert {order for order in dbt_orders.values()} == {
+        ("api-grant-1", "api-grant-2"),  # the 1st: the promotion (priority 1) first
+        ("api-grant-2",),  # the 2nd: the promotion has expired
+    }
     assert applied == [
         ("api-grant-1", DAY_1, Decimal("25.65")),
         ("api-grant-2", DAY_2, Decimal("1.55")),

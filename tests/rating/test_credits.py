@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from pricing.credits import (
     UsageCharge,
     apply_credits,
     end_of_day,
+    reference_spending_orders,
 )
 
 OCTOBER = date(2026, 10, 1)
@@ -365,3 +367,27 @@ def test_a_grant_that_could_pay_is_never_passed_over(
             and paid_for[(c.customer_id, c.meter_id, c.usage_date)] < c.amount_minor
         ):
             assert not [g.grant_id for g in grants if g.pays_for(c) and held[g.grant_id] > 0]
+
+
+def test_the_draw_down_follows_the_spending_order_it_is_given() -> None:
+    """The pipeline passes dbt's order (int_credit_grant_slots); the draw-down follows it, and
+    by default follows the reference rule (priority first)."""
+    grants = [grant("g_low", "5", priority=1), grant("g_high", "5", priority=9)]
+    charges = [charge(2, "3")]
+    assert reference_spending_orders(grants, charges) == {
+        ("cus_a", "requests", date(2026, 10, 2)): ("g_low", "g_high")
+    }
+    assert paid(apply_credits(grants, charges, rated_through=None)) == {("g_low", 2): 3}
+    reversed_order = {("cus_a", "requests", date(2026, 10, 2)): ("g_high", "g_low")}
+    assert paid(
+        apply_credits(grants, charges, rated_through=None, spending_orders=reversed_order)
+    ) == {("g_high", 2): 3}
+    # A slot the order leaves out is paid by no grant.
+    assert paid(apply_credits(grants, charges, rated_through=None, spending_orders={})) == {}
+    with pytest.raises(ValueError, match="not among the grants"):
+        apply_credits(
+            grants,
+            charges,
+            rated_through=None,
+            spending_orders={("cus_a", "requests", date(2026, 10, 2)): ("g_gone",)},
+        )
