@@ -5,7 +5,8 @@
 For each size it generates one day of sample data, then measures, each in a fresh process:
 
 - baseline: one DuckDB query that reads the day's gzip NDJSON, keeps the first copy of each
-  event_id and sums tokens per customer, model and usage day (no validation, no effects);
+  event_id and sums tokens and tool cost per customer, event type, model and usage day (no
+  validation, no effects);
 - pipeline: the billing job for that day (ingest -> dbt -> checks -> ledger -> Stripe meter
   events on the local Stripe-compatible server), as `meterbook run` runs it; the Stripe
   reconciliation job that `meterbook run` runs next (reading Stripe's counts back) is timed

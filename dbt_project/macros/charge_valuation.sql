@@ -7,7 +7,10 @@
     fixed_fee_minor and, per entry of `amounts` (quantity column, event-count column, output
     column), the billable quantity and the event count to value. Emits the CTEs
     `<prefix>tier_bounds`, `<prefix>tier_parts`, `<prefix>tiered` and `<prefix>valued`
-    (`source`'s columns plus each output column, exact, in money_type). Graduated: each tier's
+    (`source`'s columns plus each output column, exact, in money_type); `<prefix>tier_parts`
+    has one row per tier of a tiered charge, with the tier's bounds and prices and, per output
+    column, the tier's amount (`<output>_tiered`) and units (`<output>_tier_units`), for
+    invoice_line_tiers. Graduated: each tier's
     units at its price, plus its flat fee once usage entered it; volume: all units at the price
     of the one tier the quantity falls in, plus that tier's flat fee; package: whole packages,
     rounded up; percentage: rate x quantity + fee x events. The Python reference is
@@ -36,7 +39,21 @@
         {{ source }}.customer_id,
         {{ source }}.meter_id,
         {{ source }}.usage_date,
+        bounds.from_units as tier_from_units,
+        bounds.up_to_units as tier_up_to_units,
+        bounds.unit_price_minor as tier_unit_price_minor,
+        bounds.flat_fee_minor as tier_flat_fee_minor,
         {% for quantity, events, amount in amounts %}
+        case
+            when {{ source }}.{{ quantity }} <= bounds.from_units then 0
+            when {{ source }}.charge_model = 'graduated' then
+                least({{ source }}.{{ quantity }},
+                    coalesce(bounds.up_to_units, {{ source }}.{{ quantity }}))
+                - bounds.from_units
+            when bounds.up_to_units is null
+                or {{ source }}.{{ quantity }} <= bounds.up_to_units then {{ source }}.{{ quantity }}
+            else 0
+        end as {{ amount }}_tier_units,
         case
             when {{ source }}.{{ quantity }} <= bounds.from_units then 0
             when {{ source }}.charge_model = 'graduated' then

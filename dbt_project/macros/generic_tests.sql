@@ -52,3 +52,27 @@
         or tier_sets.unbounded_tiers <> 1
         or tier_sets.lowest_bound < 1
 {% endtest %}
+
+{#- The tiers of each tiered charge add up, per customer, period and meter, to the rated days'
+    exact amounts (billable_usage_daily): a row is money a tier lost or made up. -#}
+{% test tiers_add_up_to_the_rating(model) %}
+    with rated as (
+        select customer_id, billing_period_start_date, meter_id,
+            sum(amount_minor_exact) as rated_minor
+        from {{ ref('billable_usage_daily') }}
+        where is_priced and charge_model in ('graduated', 'volume')
+        group by customer_id, billing_period_start_date, meter_id
+    ),
+
+    tiered as (
+        select customer_id, billing_period_start_date, meter_id,
+            sum(amount_minor_exact) as tiered_minor
+        from {{ model }}
+        group by customer_id, billing_period_start_date, meter_id
+    )
+
+    select *
+    from rated
+    full outer join tiered using (customer_id, billing_period_start_date, meter_id)
+    where coalesce(rated.rated_minor, 0) <> coalesce(tiered.tiered_minor, 0)
+{% endtest %}

@@ -72,13 +72,14 @@ def write_inputs(path: Path, tables: dict[str, Iterable[Sequence[object]]]) -> N
 
 
 def build_rating(path: Path, work_dir: Path) -> list[RatedRow]:
-    """``dbt build`` of the rating models (their unit and data tests too) on the scratch
-    warehouse; the rated rows."""
+    """``dbt build`` of the rating models (their unit and data tests too, among them that a
+    tiered charge's tiers add up to it) on the scratch warehouse; the rated rows."""
     result = run_dbt(
         "build",
         "--select",
         "billable_usage_daily",
         "minimum_spend_period",
+        "invoice_line_tiers",
         warehouse=path,
         work_dir=work_dir,
     )
