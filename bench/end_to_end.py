@@ -88,6 +88,9 @@ class RssSampler:
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float]] = []  # (unix time, MiB)
+        # (unix time, this process's high-water mark in MiB): a spike shorter than the
+        # sampling interval still raises it, so the step it rose in holds the spike.
+        self.high_water: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,7 +104,24 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.samples.append((time.time(), _rss_mib_with_children(os.getpid())))
+            now = time.time()
+            self.samples.append((now, _rss_mib_with_children(os.getpid())))
+            self.high_water.append((now, _own_high_water_mib()))
+
+    def high_water_step(self, steps: list[tuple[str, float, float]]) -> tuple[str, float] | None:
+        """The step in which this process's high-water mark last rose, and the mark."""
+        risen_at = None
+        previous = 0.0
+        for at, mib in self.high_water:
+            if mib > previous:
+                risen_at, previous = at, mib
+        if risen_at is None:
+            return None
+        # The mark rose between the sample before and this one: name the step running then.
+        for name, start, end in steps:
+            if start <= risen_at <= end + 0.2:
+                return name, previous
+        return "between steps", previous
 
     def peak_per_step(self, steps: list[tuple[str, float, float]]) -> list[tuple[str, float]]:
         """The highest sample inside each step's start..end, highest first."""
@@ -111,6 +131,14 @@ class RssSampler:
             if inside:
                 peaks.append((name, round(max(inside))))
         return sorted(peaks, key=lambda item: -item[1])[:SLOWEST_STEPS]
+
+
+def _own_high_water_mib() -> float:
+    """This process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _rss_mib_with_children(pid: int) -> float:
@@ -182,6 +210,10 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
         "check_seconds": check_seconds,
         "slowest_steps": slowest,
         "peak_mib_per_step": memory.peak_per_step(
+            step_times(settings, outcomes[0].run_id)
+            + step_times(settings, outcomes[0].reconciliation_run_id)
+        ),
+        "high_water_step": memory.high_water_step(
             step_times(settings, outcomes[0].run_id)
             + step_times(settings, outcomes[0].reconciliation_run_id)
         ),
@@ -335,6 +367,9 @@ def print_slowest_steps(measured: dict) -> None:
         f"    high-water marks over both jobs: the run's process {own:.0f} MiB, "
         f"its largest child {child:.0f} MiB"
     )
+    if measured["high_water_step"] is not None:
+        step, mib = measured["high_water_step"]
+        print(f"    the run's process reached {mib:.0f} MiB during: {step}")
 
 
 if __name__ == "__main__":
