@@ -196,6 +196,9 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
     check_seconds, slowest = step_seconds(settings, outcomes[0].run_id)
     reconciliation = run_seconds(settings, outcomes[0].reconciliation_run_id)
     _, reconciliation_slowest = step_seconds(settings, outcomes[0].reconciliation_run_id)
+    steps = step_times(settings, outcomes[0].run_id) + step_times(
+        settings, outcomes[0].reconciliation_run_id
+    )
     return {
         # The billing path: everything but the reconciliation run that follows it.
         "seconds": seconds - reconciliation,
@@ -207,14 +210,8 @@ def measure_pipeline(data_dir: Path, day: date) -> dict[str, float]:
         "peak_mib_parts": (peak_memory_mib(), memory.peak_total()),
         "check_seconds": check_seconds,
         "slowest_steps": slowest,
-        "peak_mib_per_step": memory.peak_per_step(
-            step_times(settings, outcomes[0].run_id)
-            + step_times(settings, outcomes[0].reconciliation_run_id)
-        ),
-        "high_water_step": memory.high_water_step(
-            step_times(settings, outcomes[0].run_id)
-            + step_times(settings, outcomes[0].reconciliation_run_id)
-        ),
+        "peak_mib_per_step": memory.peak_per_step(steps),
+        "high_water_step": memory.high_water_step(steps),
     }
 
 

@@ -17,10 +17,11 @@ goes below zero at commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 
@@ -135,7 +136,7 @@ def approved_credit_grants(conn: psycopg.Connection) -> list[LedgerGrant]:
         return []
     rows = conn.execute(
         """
-        select g.grant_id, g.customer_id, g.credit_kind, g.amount_minor, g.currency,
+        select g.grant_id, g.customer_id, g.credit_kind, g.currency, g.amount_minor,
                t.effective_at, g.expires_at, g.priority, g.metrics
         from api.credit_grants g
         join ledger.transactions t on t.transaction_key = g.ledger_transaction_key
@@ -143,32 +144,37 @@ def approved_credit_grants(conn: psycopg.Connection) -> list[LedgerGrant]:
         order by g.grant_id
         """
     ).fetchall()
-    return [
-        LedgerGrant(
-            CreditGrant(
-                grant_id=grant_id,
-                customer_id=customer_id,
-                currency=currency,
-                amount_minor=Decimal(amount),
-                effective_at=effective_at,
-                expires_at=expires_at,
-                priority=priority,
-                meters=frozenset(metrics),
-            ),
-            CreditKind(credit_kind),
-        )
-        for (
-            grant_id,
-            customer_id,
-            credit_kind,
-            amount,
-            currency,
-            effective_at,
-            expires_at,
-            priority,
-            metrics,
-        ) in rows
-    ]
+    return [ledger_grant_from_row(row) for row in rows]
+
+
+def ledger_grant_from_row(row: Sequence[Any]) -> LedgerGrant:
+    """A grant from a row of (grant_id, customer_id, credit_kind, currency, amount_minor,
+    effective_at, expires_at, priority, meters), as the ledger database and the warehouse's
+    copy (``billing.credit_grants``) both hold it."""
+    (
+        grant_id,
+        customer_id,
+        credit_kind,
+        currency,
+        amount,
+        effective_at,
+        expires_at,
+        priority,
+        meters,
+    ) = row
+    return LedgerGrant(
+        CreditGrant(
+            grant_id=grant_id,
+            customer_id=customer_id,
+            currency=currency,
+            amount_minor=Decimal(amount),
+            effective_at=effective_at,
+            expires_at=expires_at,
+            priority=priority,
+            meters=frozenset(meters),
+        ),
+        CreditKind(credit_kind),
+    )
 
 
 def _gone(cause_id: str, grant: LedgerGrant, posted: Mapping[str, CauseTotal]) -> _Target:

@@ -17,9 +17,8 @@ from decimal import Decimal
 import duckdb
 import pandas as pd
 
-from ledger.credit_applications import LedgerGrant
-from ledger.postings import CreditKind
-from pricing.credits import CreditAllocation, CreditGrant, SlotKey, UsageCharge
+from ledger.credit_applications import LedgerGrant, ledger_grant_from_row
+from pricing.credits import CreditAllocation, SlotKey, UsageCharge
 
 SCHEMA_SQL = """
 create schema if not exists billing;
@@ -146,32 +145,7 @@ def read_grants(conn: duckdb.DuckDBPyConnection) -> list[LedgerGrant]:
         "select grant_id, customer_id, credit_kind, currency, amount_minor, effective_at, "
         "expires_at, priority, meters from billing.credit_grants order by grant_id"
     ).fetchall()
-    return [
-        LedgerGrant(
-            CreditGrant(
-                grant_id=grant_id,
-                customer_id=customer_id,
-                currency=currency,
-                amount_minor=Decimal(amount),
-                effective_at=effective_at,
-                expires_at=expires_at,
-                priority=priority,
-                meters=frozenset(meters),
-            ),
-            CreditKind(credit_kind),
-        )
-        for (
-            grant_id,
-            customer_id,
-            credit_kind,
-            currency,
-            amount,
-            effective_at,
-            expires_at,
-            priority,
-            meters,
-        ) in rows
-    ]
+    return [ledger_grant_from_row(row) for row in rows]
 
 
 def spending_orders(conn: duckdb.DuckDBPyConnection) -> dict[SlotKey, tuple[str, ...]]:

@@ -71,8 +71,9 @@ tiers as (
         plan_id,
         charge_model,
         charge_effective_from,
-        tier_from_units,
-        tier_up_to_units,
+        -- The tier's first and last unit (null: no upper bound), as the price book counts them.
+        tier_from_units + 1 as tier_first_unit,
+        tier_up_to_units as tier_last_unit,
         tier_unit_price_minor,
         tier_flat_fee_minor,
         sum(quantity_units) as quantity_units,
@@ -81,20 +82,5 @@ tiers as (
     group by all
 )
 
-select
-    customer_id,
-    billing_period_start_date,
-    meter_id,
-    currency,
-    plan_id,
-    charge_model,
-    charge_effective_from,
-    -- The tier's first and last unit (null: no upper bound), as the price book counts them.
-    tier_from_units + 1 as tier_first_unit,
-    tier_up_to_units as tier_last_unit,
-    tier_unit_price_minor,
-    tier_flat_fee_minor,
-    quantity_units,
-    amount_minor_exact
-from tiers
+select * from tiers
 where quantity_units <> 0 or amount_minor_exact <> 0
