@@ -45,7 +45,7 @@ KEEP_SNAPSHOTS = 3
 SNAPSHOT_QUERIES: dict[str, str] = {
     "usage_event_lines": (
         "select event_id, customer_id, event_type, model, usage_date, occurred_at, received_at, "
-        "arrival_date, source_file, line_number, input_tokens, output_tokens, "
+        "arrival_date, source_file, line_number, request_kind, input_tokens, output_tokens, "
         "cache_read_tokens, tool, cost_minor, content_hash, status from ingest.usage_event_lines"
     ),
     "quarantined_usage_lines": (

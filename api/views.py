@@ -16,6 +16,7 @@ from api.snapshot import Snapshot
 from ledger.credit_applications import CREDIT_APPLICATION_KIND, CREDIT_EXPIRY_KIND
 from ledger.model import normalised
 from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
+from pricing.meters import meter_definition
 
 MAX_EXPLAINED_EVENTS = 10_000
 # What the customer state cannot show yet, by name (empty: everything it describes is built).
@@ -227,6 +228,7 @@ def explain_slot(
         "billable_usage_daily",
         "invoice_lines",
         "usage_daily",
+        "meter_usage_daily",
         "usage_event_lines",
     )
     meters = snapshot.rows("select * from meters where meter_id = ?", [meter_id])
@@ -249,34 +251,40 @@ def explain_slot(
         "and billing_period_start_date = ?",
         [customer_id, meter_id, start],
     )
+    definition = meter_definition(meter)
+    condition, parameters = definition.event_filter_sql()
+    parameters = [customer_id, day, *parameters]
+    where = f"where customer_id = ? and usage_date = ? and {condition}"
     aggregate = snapshot.rows(
-        "select event_count, input_tokens, output_tokens, cache_read_tokens, cost_minor "
-        "from usage_daily where customer_id = ? and usage_date = ? "
-        "and model is not distinct from ? and event_type = ?",
-        [customer_id, day, meter["model"], meter["event_type"]],
+        "select sum(event_count) as event_count, sum(input_tokens) as input_tokens, "
+        "sum(output_tokens) as output_tokens, sum(cache_read_tokens) as cache_read_tokens, "
+        f"sum(cost_minor) as cost_minor from usage_daily {where} having count(*) > 0",
+        parameters,
     )
-    quantity = "1" if meter["aggregation"] == "count" else meter["quantity_property"]
-    if quantity not in ("1", "input_tokens", "output_tokens", "cache_read_tokens", "cost_minor"):
-        raise ApiError(500, "unknown_meter_quantity", f"Meter {meter_id} has no known quantity.")
-    event_filter = (
-        "from usage_event_lines where customer_id = ? and usage_date = ? "
-        "and model is not distinct from ? and event_type = ?"
+    metered = snapshot.rows(
+        "select quantity_units, day_units from meter_usage_daily "
+        "where customer_id = ? and meter_id = ? and usage_date = ?",
+        [customer_id, meter_id, day],
     )
-    parameters = [customer_id, day, meter["model"], meter["event_type"]]
+    quantity = "1" if definition.aggregation == "count" else definition.quantity_property
+    accepted_where = f"from usage_event_lines {where}"
     events = snapshot.rows(
         f"select event_id, {quantity} as quantity_units, occurred_at, source_file, line_number, "
-        f"arrival_date {event_filter} and status = 'accepted' order by occurred_at, event_id "
+        f"arrival_date {accepted_where} and status = 'accepted' order by occurred_at, event_id "
         f"limit {MAX_EXPLAINED_EVENTS + 1}",
         parameters,
     )
+    day_aggregate = definition.day_aggregate_sql(where="status = 'accepted'")
     totals = snapshot.rows(
         f"select count(*) filter (where status = 'accepted') as accepted_events, "
-        f"coalesce(sum({quantity}) filter (where status = 'accepted'), 0) as quantity_units, "
-        f"count(*) filter (where status = 'duplicate') as duplicate_lines "
-        f"{event_filter}",
+        f"coalesce({day_aggregate}, 0) "
+        f"as day_units, count(*) filter (where status = 'duplicate') as duplicate_lines "
+        f"{accepted_where}",
         parameters,
     )[0]
-    billed_quantity = rating[0]["quantity_units"] if rating else None
+    # The events reproduce the day's aggregate; for a count or sum meter that is the quantity
+    # billed, for the others the billed quantity is the change of the period's value.
+    day_units = metered[0]["day_units"] if metered else None
     return {
         "customer_id": customer_id,
         "metric": meter_id,
@@ -292,13 +300,14 @@ def explain_slot(
             "quantity_property": meter["quantity_property"],
             "model": meter["model"],
             "event_type": meter["event_type"],
+            "property_filters": meter.get("property_filters"),
         },
         "daily_aggregate": aggregate[0] if aggregate else None,
         "events": {
             "accepted": int(totals["accepted_events"]),
-            "quantity_units": int(totals["quantity_units"]),
-            "matches_billed_quantity": billed_quantity is not None
-            and int(totals["quantity_units"]) == int(billed_quantity),
+            "quantity_units": int(totals["day_units"]),
+            "matches_billed_quantity": day_units is not None
+            and int(totals["day_units"]) == int(day_units),
             "duplicate_lines_not_billed": int(totals["duplicate_lines"]),
             "truncated": len(events) > MAX_EXPLAINED_EVENTS,
             "items": events[:MAX_EXPLAINED_EVENTS],
@@ -397,7 +406,7 @@ def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
     _require(snapshot, "usage_event_lines", "quarantined_usage_lines", "meters")
     lines = snapshot.rows(
         "select source_file, line_number, arrival_date, status, customer_id, usage_date, model, "
-        "event_type from usage_event_lines where event_id = ? "
+        "event_type, request_kind, tool from usage_event_lines where event_id = ? "
         "order by received_at, source_file, line_number",
         [event_id],
     )
@@ -412,11 +421,11 @@ def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
     for line in lines:
         outcome = {key: line[key] for key in ("source_file", "line_number", "arrival_date")}
         if line["status"] == "accepted":
-            meters = snapshot.rows(
-                "select meter_id from meters where model is not distinct from ? "
-                "and event_type = ? order by 1",
-                [line["model"], line["event_type"]],
-            )
+            meters = [
+                meter
+                for meter in snapshot.rows("select * from meters order by meter_id")
+                if meter_definition(meter).matches(line)
+            ]
             outcome |= {
                 "outcome": "billed",
                 "customer_id": line["customer_id"],

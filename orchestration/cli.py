@@ -540,6 +540,14 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
             f"      {name:<26} {charge.customers:>3} customers  "
             f"{format_minor(charge.amount_minor, charge.currency):>16}{negative}"
         )
+    typer.echo("  usage by meter aggregation (period quantities, exact amounts):")
+    for metric in figures.meter_aggregations:
+        name = metric.aggregation + (" with a property filter" if metric.filtered else "")
+        amount = format_minor(metric.amount_minor, metric.currency)
+        typer.echo(
+            f"      {name:<26} {metric.meters:>3} meter(s) {metric.customers:>3} customers  "
+            f"{metric.quantity_units:>16,} units {amount:>16}"
+        )
     for minimum in figures.minimum_spend:
         typer.echo(
             f"  minimum spend {minimum.period}:  {minimum.topped_up} of {minimum.customers} "

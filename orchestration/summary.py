@@ -59,6 +59,20 @@ class PlanChangeSummary:
 
 
 @dataclass(frozen=True)
+class MeterAggregationSummary:
+    """The meters of one aggregation (and whether they filter on properties) that billed usage:
+    how many, the period quantities they added up to, and their amount."""
+
+    aggregation: str
+    filtered: bool
+    meters: int
+    customers: int
+    quantity_units: int
+    currency: str
+    amount_minor: Decimal
+
+
+@dataclass(frozen=True)
 class MinimumSpendSummary:
     """One billing period's customers on a plan with a minimum spend, and the top-ups."""
 
@@ -92,6 +106,7 @@ class PipelineSummary:
     entitlement_states: dict[str, int] = field(default_factory=dict)
     credits: list[CreditSummary] = field(default_factory=list)
     charge_models: list[ChargeModelSummary] = field(default_factory=list)
+    meter_aggregations: list[MeterAggregationSummary] = field(default_factory=list)
     plan_changes: list[PlanChangeSummary] = field(default_factory=list)
     minimum_spend: list[MinimumSpendSummary] = field(default_factory=list)
     capped_customers: list[CappedCustomer] = field(default_factory=list)
@@ -124,6 +139,7 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         ).fetchall()
         credits = _credit_summaries(conn)
         charge_models = _charge_models(conn)
+        meter_aggregations = _meter_aggregations(conn)
         plan_changes = _plan_changes(conn)
         minimum_spend = _minimum_spend(conn)
         capped = _capped_customers(conn)
@@ -149,6 +165,7 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         entitlement_states={state: int(n) for state, n in entitlements},
         credits=credits,
         charge_models=charge_models,
+        meter_aggregations=meter_aggregations,
         plan_changes=plan_changes,
         minimum_spend=minimum_spend,
         capped_customers=capped,
@@ -166,6 +183,24 @@ def _charge_models(conn: duckdb.DuckDBPyConnection) -> list[ChargeModelSummary]:
     return [
         ChargeModelSummary(model, bool(allowance), currency, int(n), Decimal(amount), int(neg))
         for model, allowance, currency, n, amount, neg in rows
+    ]
+
+
+def _meter_aggregations(conn: duckdb.DuckDBPyConnection) -> list[MeterAggregationSummary]:
+    rows = conn.execute(
+        """
+        select meters.aggregation, meters.property_filters is not null, rated.currency,
+               count(distinct rated.meter_id), count(distinct rated.customer_id),
+               sum(rated.quantity_units), sum(rated.amount_minor_exact)
+        from billable_usage_daily as rated
+        join price_book_meters as meters using (meter_id)
+        where rated.is_priced
+        group by 1, 2, 3 order by 1, 2, 3
+        """
+    ).fetchall()
+    return [
+        MeterAggregationSummary(agg, bool(filtered), int(m), int(n), int(q), cur, Decimal(a))
+        for agg, filtered, cur, m, n, q, a in rows
     ]
 
 

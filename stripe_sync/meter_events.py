@@ -56,6 +56,9 @@ class MeterSlot:
     meter_id: str
     usage_date: date
     quantity: int
+    # A meter whose days add the change of a period's maximum, latest value or distinct count
+    # (pricing.meters): its slots may legitimately go down, and Stripe takes negative values.
+    may_decrease: bool = False
 
     @property
     def slot_id(self) -> str:
@@ -79,8 +82,10 @@ def meter_event_identifier(slot_id: str, revision: int) -> str:
 def plan_meter_events(
     slots: Iterable[MeterSlot], *, recorded: Mapping[str, SlotTotal], usage_dates: set[date]
 ) -> tuple[list[OutboxIntent], list[str]]:
-    """Intents that bring Stripe's metered quantity up to what was used, and the slots that went
-    *down* (which a meter event cannot express; they are reported, never silently sent)."""
+    """Intents that bring Stripe's metered quantity to what was used, and the slots of count and
+    sum meters that went *down*: usage that was sent cannot disappear, so that is reported, never
+    silently sent. A slot that may decrease (``MeterSlot.may_decrease``) sends the negative
+    difference, as Stripe documents for correcting usage."""
     intents: list[OutboxIntent] = []
     decreases: list[str] = []
     for slot in sorted(slots, key=lambda s: s.slot_id):
@@ -90,7 +95,7 @@ def plan_meter_events(
         delta = slot.quantity - total.quantity
         if delta == 0:
             continue
-        if delta < 0:
+        if delta < 0 and not slot.may_decrease:
             decreases.append(f"{slot.slot_id}: {total.quantity} sent, {slot.quantity} used now")
             continue
         revision = total.revisions + 1

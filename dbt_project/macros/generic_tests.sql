@@ -76,3 +76,21 @@
     full outer join tiered using (customer_id, billing_period_start_date, meter_id)
     where coalesce(rated.rated_minor, 0) <> coalesce(tiered.tiered_minor, 0)
 {% endtest %}
+
+{#- A meter's period-to-date quantity (the running sum of what each day adds) is never below
+    zero: a day may lower it (a latest value that went down), never past nothing. -#}
+{% test period_to_date_never_negative(model) %}
+    with running as (
+        select
+            customer_id, meter_id, usage_date,
+            sum(quantity_units) over (
+                partition by customer_id, meter_id,
+                    {{ dbt.date_trunc('month', 'usage_date') }}
+                order by usage_date
+                rows between unbounded preceding and current row
+            ) as period_to_date_units
+        from {{ model }}
+    )
+
+    select * from running where period_to_date_units < 0
+{% endtest %}

@@ -35,6 +35,7 @@ from orchestration.resources import LedgerResource, StripeResource, WarehouseRes
 from orchestration.settings import get_settings
 from orchestration.stripe_holds import hold_unsettled, unsettled_customer_days
 from pricing.credits import apply_credits
+from pricing.meters import ADDITIVE_AGGREGATIONS
 from stripe_sync import outbox
 from stripe_sync.meter_event_stream import send_pending_meter_events_stream
 from stripe_sync.meter_events import (
@@ -117,6 +118,15 @@ def fee_lines(conn: duckdb.DuckDBPyConnection) -> tuple[list[FeeLine], set[date]
         for customer, subscription, period, line_type, currency, amount, starts_at in rows
     ]
     return lines, periods
+
+
+def non_additive_meters(conn: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """Meters whose days add the change of a period's value rather than a count or sum."""
+    rows = conn.execute(
+        "select meter_id from price_book_meters where aggregation not in "
+        f"({', '.join(repr(a) for a in sorted(ADDITIVE_AGGREGATIONS))})"
+    ).fetchall()
+    return frozenset(meter_id for (meter_id,) in rows)
 
 
 def billable_rows(
@@ -298,17 +308,28 @@ def plan_stripe_usage(
     is planned again whichever days a run touches, so it is sent once its days ran); a slot an
     outstanding arrival day could still lower is held, not sent (``orchestration.stripe_holds``)."""
     usage_dates = touched | outbox.held_usage_dates(outbox_conn)
+    # A day of a max, latest or unique-count meter adds the change of the period's value, so
+    # usage arriving for one day can change the later days of its period too.
+    changing = non_additive_meters(conn)
+    later_dates = rerated_usage_dates(conn, usage_dates) - usage_dates if changing else set()
     slots, held = hold_unsettled(
         (
-            MeterSlot(customer_id=c, meter_id=m, usage_date=d, quantity=int(quantity))
-            for c, m, d, _, _, quantity in billable_rows(conn, usage_dates)
+            MeterSlot(
+                customer_id=c,
+                meter_id=m,
+                usage_date=d,
+                quantity=int(quantity),
+                may_decrease=m in changing,
+            )
+            for c, m, d, _, _, quantity in billable_rows(conn, usage_dates | later_dates)
+            if d in usage_dates or m in changing
         ),
-        unsettled_customer_days(conn, raw_usage_dir, usage_dates),
+        unsettled_customer_days(conn, raw_usage_dir, usage_dates | later_dates),
     )
     intents, decreases = plan_meter_events(
         slots,
         recorded=outbox.slot_totals(outbox_conn, METER_EVENT_OPERATION),
-        usage_dates=usage_dates,
+        usage_dates=usage_dates | later_dates,
     )
     return StripeUsagePlan(usage_dates, intents, decreases, held)
 

@@ -93,7 +93,8 @@ def test_meterbook_api_publish_then_explain_an_event(tmp_path: Path) -> None:
             "'cus_alpha' as customer_id, 'model_call' as event_type, 'nimbus-small' as model, "
             "date '2026-10-01' as usage_date, timestamp '2026-10-01 10:00' as occurred_at, "
             "timestamp '2026-10-01 10:00:01' as received_at, date '2026-10-01' as arrival_date, "
-            "'hour=10/a.ndjson.gz' as source_file, 1 as line_number, 5 as input_tokens, "
+            "'hour=10/a.ndjson.gz' as source_file, 1 as line_number, 'agent' as request_kind, "
+            "5 as input_tokens, "
             "1 as output_tokens, 0 as cache_read_tokens, null as tool, 0 as cost_minor, "
             "'h' as content_hash, 'accepted' as status"
         )
@@ -107,7 +108,8 @@ def test_meterbook_api_publish_then_explain_an_event(tmp_path: Path) -> None:
         )
         conn.execute(
             "create table price_book_meters as select 'nimbus_small__requests' as meter_id, "
-            "'model_call' as event_type, 'nimbus-small' as model, 'count' as aggregation"
+            "'model_call' as event_type, 'nimbus-small' as model, null as property_filters, "
+            "'count' as aggregation, null as quantity_property"
         )
     env = {k: v for k, v in os.environ.items() if k != "METERBOOK_WAREHOUSE_PATH"}
     env |= {"METERBOOK_DATA_DIR": str(data_dir)}
@@ -150,7 +152,8 @@ def usage_event_lines(conn: duckdb.DuckDBPyConnection, days: int) -> None:
         "select 'evt_' || n as event_id, 'cus_alpha' as customer_id, "
         "'model_call' as event_type, 'nimbus-small' as model, d as usage_date, "
         "cast(d as timestamp) as occurred_at, cast(d as timestamp) as received_at, "
-        "d as arrival_date, 'f.ndjson.gz' as source_file, n as line_number, 5 as input_tokens, "
+        "d as arrival_date, 'f.ndjson.gz' as source_file, n as line_number, "
+        "'agent' as request_kind, 5 as input_tokens, "
         "1 as output_tokens, 0 as cache_read_tokens, null as tool, 0 as cost_minor, "
         "'h' as content_hash, 'accepted' as status from lines",
         [max(days, 1), days * 3],

@@ -52,7 +52,7 @@ NATURAL_KEYS = {
     "ingest.usage_event_lines": "source_file, line_number",
     "ingest.invalid_usage_lines": "source_file, line_number",
     "ingest.usage_files": "source_file",
-    "int_usage_daily": "customer_id, usage_date, event_type, model",
+    "int_usage_daily": "customer_id, usage_date, event_type, model, request_kind, tool",
     "billable_usage_daily": "customer_id, meter_id, usage_date",
     "invoice_lines": "customer_id, billing_period_start_date, line_type, line_id",
     "invoice_credits": "customer_id, billing_period_start_date, meter_id, currency",

@@ -22,7 +22,8 @@ INPUT_TABLES = {
         "minimum_spend_minor decimal(24, 12)"
     ),
     "price_book_meters": (
-        "meter_id varchar, event_type varchar, model varchar, aggregation varchar, "
+        "meter_id varchar, event_type varchar, model varchar, property_filters varchar, "
+        "aggregation varchar, "
         "quantity_property varchar, unit_label varchar, description varchar"
     ),
     "price_book_charges": (
@@ -101,7 +102,7 @@ def rate_cases(cases: Sequence[Case], work_dir: Path) -> dict[str, list[RatedRow
     charges, tiers, plan_days, meters, usage = [], [], [], [], []
     for customer, case in names.items():
         plan_id, meter_id = f"plan_{customer}", f"meter_{customer}"
-        meters.append((meter_id, "model_call", "x", "sum", "input_tokens", "unit", case.name))
+        meters.append((meter_id, "model_call", "x", None, "sum", "input_tokens", "unit", case.name))
         plan_days.append(
             (customer, f"sub_{customer}", plan_id, "usd", date(2000, 1, 1), date(9999, 12, 31))
         )

@@ -148,7 +148,7 @@ def test_the_minimum_top_up_brings_usage_to_the_minimum_and_no_further(
 
 def test_the_shipped_price_book_is_valid_and_uses_the_charge_models() -> None:
     book = load_price_book(DBT_PROJECT_DIR / "seeds")
-    assert len(book.charges) == 52  # 4 plans x 13 meters
+    assert len(book.charges) == 60  # 4 plans x 15 meters
     models = {d.charge.charge_model for dated in book.charges.values() for d in dated}
     assert models == {"per_unit", "graduated", "volume", "package", "percentage"}
 

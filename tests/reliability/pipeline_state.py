@@ -58,10 +58,14 @@ WAREHOUSE_NATURAL_KEYS = (
     NaturalKey("ingest.invalid_usage_lines", ("source_file", "line_number")),
     NaturalKey("ingest.partition_usage_dates", ("arrival_date", "usage_date")),
     NaturalKey("main.stg_usage__events", ("event_id",)),
-    NaturalKey("main.int_usage_daily", ("customer_id", "usage_date", "event_type", "model")),
+    NaturalKey(
+        "main.int_usage_daily",
+        ("customer_id", "usage_date", "event_type", "model", "request_kind", "tool"),
+    ),
     NaturalKey("main.int_meter_usage_daily", ("customer_id", "meter_id", "usage_date")),
     NaturalKey(
-        "main.int_unmetered_usage_daily", ("customer_id", "usage_date", "event_type", "model")
+        "main.int_unmetered_usage_daily",
+        ("customer_id", "usage_date", "event_type", "model", "request_kind", "tool"),
     ),
     NaturalKey("main.int_event_lag_daily", ("usage_date", "model")),
     NaturalKey("main.int_customer_plan_days", ("subscription_id",)),

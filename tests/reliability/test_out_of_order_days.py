@@ -59,10 +59,32 @@ CONFLICTING_COPY = {
 # Stand-in for the rating: accepted output tokens per customer and usage day.
 RATING_SQL = f"""
 create or replace view billable_usage_daily as
-select customer_id, '{METER}' as meter_id, usage_date, 'usd' as currency,
-       0 as amount_minor_exact, sum(output_tokens) as quantity_units, true as is_priced
+select customer_id, '{METER}' as meter_id, usage_date,
+       cast(date_trunc('month', usage_date) as date) as billing_period_start_date,
+       'usd' as currency, 0 as amount_minor_exact, sum(output_tokens) as quantity_units,
+       true as is_priced
 from ingest.usage_event_lines where status = 'accepted'
 group by customer_id, usage_date
+"""
+# A `latest` meter, as int_meter_usage_daily rates it: each day adds the change of the period's
+# latest value (the output tokens of the customer's latest event so far).
+LATEST_METER = "latest_output_tokens"
+LATEST_RATING_SQL = f"""
+create or replace view billable_usage_daily as
+with daily as (
+    select customer_id, usage_date,
+           arg_max(output_tokens, (occurred_at, event_id)) as latest_output_tokens
+    from ingest.usage_event_lines where status = 'accepted'
+    group by customer_id, usage_date
+)
+select customer_id, '{LATEST_METER}' as meter_id, usage_date,
+       cast(date_trunc('month', usage_date) as date) as billing_period_start_date,
+       'usd' as currency, 0 as amount_minor_exact,
+       latest_output_tokens - coalesce(lag(latest_output_tokens) over (
+           partition by customer_id, date_trunc('month', usage_date) order by usage_date
+       ), 0) as quantity_units,
+       true as is_priced
+from daily
 """
 
 
@@ -70,16 +92,29 @@ class Billing:
     """One pipeline's warehouse and outbox; ``run(day)`` ingests an arrival day, then plans
     and records Stripe usage as the ``stripe_meter_events`` asset does."""
 
-    def __init__(self, root: Path, outbox_conn: psycopg.Connection) -> None:
+    def __init__(
+        self,
+        root: Path,
+        outbox_conn: psycopg.Connection,
+        *,
+        rating_sql: str = RATING_SQL,
+        aggregation: str = "sum",
+    ) -> None:
         self.raw_usage_dir = root / "raw" / "usage"
         self.warehouse = duckdb.connect(str(root / "warehouse.duckdb"))
+        self.rating_sql = rating_sql
+        meter = LATEST_METER if aggregation == "latest" else METER
+        self.warehouse.execute(
+            "create table price_book_meters as select ? as meter_id, ? as aggregation",
+            [meter, aggregation],
+        )
         load_stripe_exports(self.warehouse, stripe_dir=root / "raw" / "stripe")
         self.outbox = outbox_conn
         outbox.ensure_schema(outbox_conn)
 
     def run(self, day: date) -> StripeUsagePlan:
         ingest_usage_day(self.warehouse, raw_usage_dir=self.raw_usage_dir, arrival_date=day)
-        self.warehouse.execute(RATING_SQL)
+        self.warehouse.execute(self.rating_sql)
         touched = touched_usage_dates(self.warehouse, day, day + timedelta(days=1))
         plan = plan_stripe_usage(
             self.warehouse, self.outbox, raw_usage_dir=self.raw_usage_dir, touched=touched
@@ -89,9 +124,9 @@ class Billing:
 
     def rated(self) -> dict[str, int]:
         rows = self.warehouse.execute(
-            "select customer_id, usage_date, quantity_units from billable_usage_daily"
+            "select customer_id, meter_id, usage_date, quantity_units from billable_usage_daily"
         ).fetchall()
-        return {f"{c}:{METER}:{d.isoformat()}": int(q) for c, d, q in rows}
+        return {f"{c}:{m}:{d.isoformat()}": int(q) for c, m, d, q in rows}
 
     def recorded(self) -> dict[str, int]:
         """What the outbox holds for Stripe per slot: what Stripe counts once it is sent."""
@@ -159,3 +194,58 @@ def test_a_file_delivered_to_a_day_after_it_ran_holds_that_days_slots(
         (BETA, DAY_2): (DAY_1,),
     }
     assert billing.run(DAY_1).held == []
+
+
+DAY_3 = date(2026, 10, 3)
+
+
+def test_a_late_event_that_changes_a_latest_value_sends_the_later_days_down(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    """A `latest` meter's day adds the change of the period's latest value, so an event that
+    arrives late for day 1 (after day 2 ran) changes day 2's addition too, here downwards: the
+    Stripe step plans day 2 although only day 1 was touched, and sends the negative difference
+    (Stripe sums meter events, negative ones included) instead of reporting a decrease."""
+    write_hand_fixture(tmp_path)
+    folder = tmp_path / "raw" / "usage" / f"date={DAY_3.isoformat()}" / "hour=09"
+    folder.mkdir(parents=True)
+    late = {
+        "event_id": "evt_b_late_latest",
+        "customer_id": BETA,
+        "event_type": "model_call",
+        "occurred_at": "2026-10-01T23:59:00.000Z",
+        "received_at": "2026-10-03T09:00:00.000Z",
+        "properties": {
+            "model": "nimbus-small",
+            "input_tokens": 10,
+            "output_tokens": 1_000_000,
+            "cache_read_tokens": 0,
+            "request_kind": "agent",
+        },
+    }
+    with gzip.open(folder / "part-0000.ndjson.gz", "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps(late) + "\n")
+    with psycopg.connect(ledger_url, autocommit=True) as conn:
+        billing = Billing(tmp_path, conn, rating_sql=LATEST_RATING_SQL, aggregation="latest")
+        try:
+            billing.run(DAY_1)
+            billing.run(DAY_2)
+            before = billing.recorded()
+            assert before == billing.rated()
+            beta_day_2 = f"{BETA}:{LATEST_METER}:{DAY_2.isoformat()}"
+
+            third = billing.run(DAY_3)
+            assert touched_usage_dates(billing.warehouse, DAY_3, DAY_3 + timedelta(days=1)) == {
+                DAY_1
+            }
+            assert billing.rated()[beta_day_2] < before[beta_day_2]
+            lowered = [i for i in third.intents if i.slot_id == beta_day_2]
+            assert [i.quantity_delta for i in lowered] == [
+                billing.rated()[beta_day_2] - before[beta_day_2]
+            ]
+            assert third.decreases == []
+            assert billing.recorded() == billing.rated()
+            again = billing.run(DAY_3)
+            assert (again.intents, again.held, again.decreases) == ([], [], [])
+        finally:
+            billing.warehouse.close()

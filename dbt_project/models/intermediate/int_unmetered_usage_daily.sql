@@ -4,12 +4,11 @@ with usage_daily as (
 ),
 
 meters as (
-    select distinct event_type, model from {{ ref('price_book_meters') }}
+    select * from {{ ref('int_meter_definitions') }}
 )
 
 select usage_daily.*
 from usage_daily
-left join meters
-    on usage_daily.event_type = meters.event_type
-    and usage_daily.model is not distinct from meters.model
-where meters.event_type is null
+where not exists (
+    select 1 from meters where {{ meter_matches_usage('meters', 'usage_daily') }}
+)
