@@ -46,7 +46,9 @@ IDENTIFIER_MAX_LENGTH = 100
 EVENT_NAME_MAX_LENGTH = 100
 DISPLAY_NAME_MAX_LENGTH = 250
 GROUPING_WINDOWS = {"hour": 3600, "day": 86400}
-WHOLE_NUMBER = re.compile(r"[0-9]+")
+# Stripe takes negative values to correct usage recorded before ("If the overall cycle usage is
+# negative, Stripe reports the invoice line item usage quantity as 0").
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def redact(key: str) -> str:

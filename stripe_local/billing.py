@@ -155,9 +155,13 @@ def billing_routes(
             meter_id = recurring.get("meter")
             if meter_id:
                 meter = store.get("billing.meter", meter_id)
+                # Negative events correct usage; a period's usage below zero is billed as 0.
                 quantity = (
-                    store.meter_event_sum(
-                        meter["event_name"], subscription["customer"], period_start, period_end
+                    max(
+                        store.meter_event_sum(
+                            meter["event_name"], subscription["customer"], period_start, period_end
+                        ),
+                        0,
                     )
                     if meter
                     else 0

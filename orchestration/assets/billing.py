@@ -331,7 +331,7 @@ def plan_stripe_usage(
         recorded=outbox.slot_totals(outbox_conn, METER_EVENT_OPERATION),
         usage_dates=usage_dates | later_dates,
     )
-    return StripeUsagePlan(usage_dates, intents, decreases, held)
+    return StripeUsagePlan(usage_dates | later_dates, intents, decreases, held)
 
 
 def record_stripe_usage_plan(outbox_conn: psycopg.Connection, plan: StripeUsagePlan) -> int:

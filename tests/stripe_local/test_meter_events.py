@@ -104,7 +104,7 @@ def test_payloads_are_checked_against_the_meter(
     with pytest.raises(stripe.InvalidRequestError, match="No such customer: 'cus_nobody'") as err:
         send(client, "cus_nobody", 1)
     assert (err.value.code, err.value.param) == ("resource_missing", "payload[stripe_customer_id]")  # type: ignore[attr-defined]
-    for bad in ("1.5", "-3", "", "1e3", " 7", "七"):
+    for bad in ("1.5", "--3", "", "1e3", " 7", "七", "+3"):
         with pytest.raises(stripe.InvalidRequestError, match="whole number"):
             send(client, customer.id, bad)
     with pytest.raises(stripe.InvalidRequestError) as missing_value:
@@ -206,3 +206,14 @@ def test_event_summaries_aggregate_per_customer_and_window(client: stripe.Stripe
     [calls] = client.v1.billing.meters.event_summaries.list(counted.id, params=window).data
     [seats] = client.v1.billing.meters.event_summaries.list(last.id, params=window).data
     assert (calls.aggregated_value, seats.aggregated_value) == (2, 2)
+
+
+def test_a_negative_value_corrects_usage_recorded_before(
+    server: LocalStripeServer, client: stripe.StripeClient
+) -> None:
+    """Stripe's documented correction: a negative meter event lowers the period's sum."""
+    customer = client.v1.customers.create()
+    make_meter(client)
+    send(client, customer.id, 7, timestamp=NOW - 60)
+    send(client, customer.id, "-3", timestamp=NOW - 30)
+    assert server.store.meter_event_sum("tokens", customer.id, NOW - 3600, NOW + 1) == 4
