@@ -63,7 +63,11 @@ def _stripe_worth(corrupted: Counter[Slot]) -> dict[Slot, Decimal]:
         period = (customer, meter, day.replace(day=1))
         before = stripe_to_date[period]
         stripe_to_date[period] += quantity + corrupted.get((customer, meter, day), 0)
-        if (customer, meter, day) in corrupted:
+        if (customer, meter, day) in corrupted and dated.charge.charge_model == "percentage":
+            # No Stripe price expresses it: the day is left unvalued on Stripe's side
+            # (usage_reconciliation_daily), so it drops out of Stripe's sum for the invoice.
+            worth[(customer, meter, day)] = -rated
+        elif (customer, meter, day) in corrupted:
             day_worth = period_amount(
                 dated.charge, used_units=stripe_to_date[period]
             ) - period_amount(dated.charge, used_units=before)
@@ -104,7 +108,7 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
     with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
         daily = conn.execute(
             "select customer_id, meter_id, usage_date, stripe_difference_quantity, "
-            "stripe_difference_minor_exact, unit_price_minor, status "
+            "stripe_difference_minor_exact, unit_price_minor, status, charge_model "
             "from usage_reconciliation_daily where status <> 'ok'"
         ).fetchall()
         rated = conn.execute(
@@ -126,12 +130,17 @@ def test_dropped_and_doubled_meter_events_show_as_discrepancies(
     # charge (the Python reference on Stripe's period to date) minus what was rated.
     assert {(c, m, d): q for c, m, d, q, *_ in daily} == dict(corrupted)
     worth = _stripe_worth(corrupted)
-    for customer, meter, day, units, difference, price, status in daily:
-        assert difference == worth[(customer, meter, day)]
+    for customer, meter, day, units, difference, price, status, charge_model in daily:
+        if charge_model == "percentage":
+            assert difference is None  # unvalued: no Stripe price for it
+        else:
+            assert difference == worth[(customer, meter, day)]
         if price is not None:  # a per-unit charge: simply the units at the price
             assert difference == units * price
         assert status == ("extra_usage" if units > 0 else "missing_usage")
-    assert any(price is None for *_, price, _ in daily), "no tiered or package charge was hit"
+    assert any(price is None for *_, price, _, model in daily if model != "percentage"), (
+        "no tiered or package charge was hit"
+    )
 
     # Per invoice charge: exactly the charges holding a corrupted day, with their differences.
     extra_by_charge: Counter[Charge] = Counter()
