@@ -15,28 +15,24 @@
 {% endmacro %}
 
 {#- A usage row's value of the meter's quantity property, among the columns that hold the
-    aggregate the meter asks for (`sum`: the sum, `max`: the maximum, `latest`: the latest
-    event's; a string property for `unique_count`). -#}
+    aggregate the meter asks for (int_usage_daily: `<property>` is the sum, `max_<property>`
+    the maximum, `latest_<property>` the latest event's; `count` reads the event count). -#}
 {% macro usage_property_value(meter, usage) %}
-    case {{ meter }}.aggregation
-        when 'count' then {{ usage }}.event_count
-        when 'sum' then case {{ meter }}.quantity_property
-            when 'input_tokens' then {{ usage }}.input_tokens
-            when 'output_tokens' then {{ usage }}.output_tokens
-            when 'cache_read_tokens' then {{ usage }}.cache_read_tokens
-            when 'cost_minor' then {{ usage }}.cost_minor
-        end
-        when 'max' then case {{ meter }}.quantity_property
-            when 'input_tokens' then {{ usage }}.max_input_tokens
-            when 'output_tokens' then {{ usage }}.max_output_tokens
-            when 'cache_read_tokens' then {{ usage }}.max_cache_read_tokens
-            when 'cost_minor' then {{ usage }}.max_cost_minor
-        end
-        when 'latest' then case {{ meter }}.quantity_property
-            when 'input_tokens' then {{ usage }}.latest_input_tokens
-            when 'output_tokens' then {{ usage }}.latest_output_tokens
-            when 'cache_read_tokens' then {{ usage }}.latest_cache_read_tokens
-            when 'cost_minor' then {{ usage }}.latest_cost_minor
-        end
+    {%- set column_prefixes = {'sum': '', 'max': 'max_', 'latest': 'latest_'} -%}
+    case
+        when {{ meter }}.aggregation = 'count' then {{ usage }}.event_count
+        {%- for aggregation, prefix in column_prefixes.items() %}
+        {%- for property in numeric_properties() %}
+        when {{ meter }}.aggregation = '{{ aggregation }}'
+            and {{ meter }}.quantity_property = '{{ property }}'
+            then {{ usage }}.{{ prefix }}{{ property }}
+        {%- endfor %}
+        {%- endfor %}
     end
+{% endmacro %}
+
+{#- The event properties a meter can sum, take the maximum or latest value of
+    (pricing/meters.py NUMERIC_PROPERTIES; the seed's tests list the same). -#}
+{% macro numeric_properties() %}
+    {{ return(['input_tokens', 'output_tokens', 'cache_read_tokens', 'cost_minor']) }}
 {% endmacro %}

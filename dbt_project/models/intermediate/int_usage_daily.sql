@@ -30,22 +30,19 @@ aggregated as (
         request_kind,
         tool,
         count(*) as event_count,
-        sum(input_tokens) as input_tokens,
-        sum(output_tokens) as output_tokens,
-        sum(cache_read_tokens) as cache_read_tokens,
-        sum(cost_minor) as cost_minor,
-        max(input_tokens) as max_input_tokens,
-        max(output_tokens) as max_output_tokens,
-        max(cache_read_tokens) as max_cache_read_tokens,
-        max(cost_minor) as max_cost_minor,
+        {%- for property in numeric_properties() %}
+        sum({{ property }}) as {{ property }},
+        {%- endfor %}
+        {%- for property in numeric_properties() %}
+        max({{ property }}) as max_{{ property }},
+        {%- endfor %}
         arg_max(
             {
                 'occurred_at': occurred_at,
                 'event_id': event_id,
-                'input_tokens': input_tokens,
-                'output_tokens': output_tokens,
-                'cache_read_tokens': cache_read_tokens,
-                'cost_minor': cost_minor
+                {%- for property in numeric_properties() %}
+                '{{ property }}': {{ property }}{{ ',' if not loop.last }}
+                {%- endfor %}
             },
             (occurred_at, event_id)
         ) as latest_event
@@ -54,25 +51,10 @@ aggregated as (
 )
 
 select
-    customer_id,
-    usage_date,
-    event_type,
-    model,
-    request_kind,
-    tool,
-    event_count,
-    input_tokens,
-    output_tokens,
-    cache_read_tokens,
-    cost_minor,
-    max_input_tokens,
-    max_output_tokens,
-    max_cache_read_tokens,
-    max_cost_minor,
+    * exclude (latest_event),
     latest_event.occurred_at as latest_occurred_at,
     latest_event.event_id as latest_event_id,
-    latest_event.input_tokens as latest_input_tokens,
-    latest_event.output_tokens as latest_output_tokens,
-    latest_event.cache_read_tokens as latest_cache_read_tokens,
-    latest_event.cost_minor as latest_cost_minor
+    {%- for property in numeric_properties() %}
+    latest_event.{{ property }} as latest_{{ property }}{{ ',' if not loop.last }}
+    {%- endfor %}
 from aggregated
