@@ -417,27 +417,25 @@ def explain_event(snapshot: Snapshot, event_id: str) -> dict[str, Any]:
         [event_id],
     )
     accepted = next((line for line in lines if line["status"] == "accepted"), None)
+    meters = [
+        (meter["meter_id"], meter_definition(meter))
+        for meter in snapshot.rows("select * from meters order by meter_id")
+    ]
     outcomes: list[dict[str, Any]] = []
     for line in lines:
         outcome = {key: line[key] for key in ("source_file", "line_number", "arrival_date")}
         if line["status"] == "accepted":
-            meters = [
-                meter
-                for meter in snapshot.rows("select * from meters order by meter_id")
-                if meter_definition(meter).matches(line)
-            ]
             outcome |= {
                 "outcome": "billed",
                 "customer_id": line["customer_id"],
                 "usage_date": line["usage_date"],
                 "slots": [
                     {
-                        "metric": meter["meter_id"],
-                        "ledger_slot": slot_id(
-                            line["customer_id"], meter["meter_id"], line["usage_date"]
-                        ),
+                        "metric": meter_id,
+                        "ledger_slot": slot_id(line["customer_id"], meter_id, line["usage_date"]),
                     }
-                    for meter in meters
+                    for meter_id, definition in meters
+                    if definition.matches(line)
                 ],
             }
         elif line["status"] == "duplicate":

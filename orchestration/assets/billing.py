@@ -311,7 +311,7 @@ def plan_stripe_usage(
     # A day of a max, latest or unique-count meter adds the change of the period's value, so
     # usage arriving for one day can change the later days of its period too.
     changing = non_additive_meters(conn)
-    later_dates = rerated_usage_dates(conn, usage_dates) - usage_dates if changing else set()
+    planned_dates = rerated_usage_dates(conn, usage_dates) if changing else usage_dates
     slots, held = hold_unsettled(
         (
             MeterSlot(
@@ -321,17 +321,17 @@ def plan_stripe_usage(
                 quantity=int(quantity),
                 may_decrease=m in changing,
             )
-            for c, m, d, _, _, quantity in billable_rows(conn, usage_dates | later_dates)
+            for c, m, d, _, _, quantity in billable_rows(conn, planned_dates)
             if d in usage_dates or m in changing
         ),
-        unsettled_customer_days(conn, raw_usage_dir, usage_dates | later_dates),
+        unsettled_customer_days(conn, raw_usage_dir, planned_dates),
     )
     intents, decreases = plan_meter_events(
         slots,
         recorded=outbox.slot_totals(outbox_conn, METER_EVENT_OPERATION),
-        usage_dates=usage_dates | later_dates,
+        usage_dates=planned_dates,
     )
-    return StripeUsagePlan(usage_dates | later_dates, intents, decreases, held)
+    return StripeUsagePlan(planned_dates, intents, decreases, held)
 
 
 def record_stripe_usage_plan(outbox_conn: psycopg.Connection, plan: StripeUsagePlan) -> int:
