@@ -57,6 +57,7 @@ SNAPSHOT_QUERIES: dict[str, str] = {
     "billable_usage_daily": "select * from billable_usage_daily",
     "invoice_lines": "select * from invoice_lines",
     "customer_plan_days": "select * from int_customer_plan_days",
+    "customer_billing_cycles": "select * from int_customer_billing_cycles",
     "meters": "select * from price_book_meters",
     "price_book_charge_tiers": "select * from price_book_charge_tiers",
     "customer_entitlements_daily": "select * from customer_entitlements_daily",

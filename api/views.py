@@ -17,16 +17,24 @@ from ledger.credit_applications import CREDIT_APPLICATION_KIND, CREDIT_EXPIRY_KI
 from ledger.model import normalised
 from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
 from pricing.meters import meter_definition
+from pricing.periods import CALENDAR_MONTH_ANCHOR_DAY, billing_period_of
 
 MAX_EXPLAINED_EVENTS = 10_000
 # What the customer state cannot show yet, by name (empty: everything it describes is built).
 NOT_BUILT: dict[str, str] = {}
 
 
-def _period_of(day: date) -> tuple[date, date]:
-    start = day.replace(day=1)
-    end = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-    return start, end
+def _period_of(snapshot: Snapshot, customer_id: str, day: date) -> tuple[date, date]:
+    """The customer's billing period containing ``day``, by their billing cycle's anchor day
+    (calendar months without one, or in a snapshot published before cycles were)."""
+    anchor_day = CALENDAR_MONTH_ANCHOR_DAY
+    if snapshot.has("customer_billing_cycles"):
+        rows = snapshot.rows(
+            "select billing_anchor_day from customer_billing_cycles where customer_id = ?",
+            [customer_id],
+        )
+        anchor_day = int(rows[0]["billing_anchor_day"]) if rows else anchor_day
+    return billing_period_of(day, anchor_day)
 
 
 # --- a customer's state -----------------------------------------------------------------------
@@ -153,7 +161,7 @@ def _from_unix(value: int | None) -> datetime | None:
 
 def warehouse_state(snapshot: Snapshot, customer_id: str, today: date) -> dict[str, Any]:
     """The plan in force and this period's usage per meter, from the published snapshot."""
-    start, end = _period_of(today)
+    start, end = _period_of(snapshot, customer_id, today)
     plan = None
     if snapshot.has("customer_plan_days"):
         plans = snapshot.rows(
@@ -243,7 +251,7 @@ def explain_slot(
         "where customer_id = ? and meter_id = ? and usage_date = ?",
         [customer_id, meter_id, day],
     )
-    start, _ = _period_of(day)
+    start, _ = _period_of(snapshot, customer_id, day)
     invoice_line = snapshot.rows(
         "select billing_period_start_date, billing_period_end_date, quantity_units, "
         "amount_minor_exact, amount_minor, rounding_minor, billed_days, currency "

@@ -41,6 +41,12 @@ STRIPE_EXPORT_TABLES: dict[str, tuple[str, ...]] = {
     ),
     "subscription_items": ("id", "subscription", "price", "quantity", "created"),
 }
+# Columns an export may lack (an older export, a hand-written fixture): they load as empty.
+# A subscription's ``billing_cycle_anchor`` decides its customer's billing periods; without one
+# they are calendar months (docs/pricing.md, *Billing periods*).
+STRIPE_OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "subscriptions": ("billing_cycle_anchor",),
+}
 # Prices may also carry Stripe's fields of tiered and package prices (``tiers`` and
 # ``transform_quantity`` as JSON); the loader keeps the columns above and ignores these.
 STRIPE_PRICE_EXTRA_COLUMNS: tuple[str, ...] = ("tiers_mode", "tiers", "transform_quantity")
@@ -100,7 +106,13 @@ def load_stripe_exports(conn: duckdb.DuckDBPyConnection, *, stripe_dir: Path) ->
                     f"Stripe export {path} lacks the columns {missing}; expected Stripe's "
                     f"field names {list(columns)}."
                 )
-            column_list = ", ".join(f'"{c}"' for c in columns)
+            column_list = ", ".join(
+                [f'"{c}"' for c in columns]
+                + [
+                    f'"{c}"' if c in relation.columns else f'cast(null as varchar) as "{c}"'
+                    for c in STRIPE_OPTIONAL_COLUMNS.get(table, ())
+                ]
+            )
             conn.execute(
                 f"create or replace table stripe_raw.{table} as "
                 f"select {column_list} from read_csv(?, header=true, all_varchar=true)",

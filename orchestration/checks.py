@@ -196,9 +196,14 @@ def reconciliation_summary(
 ) -> dg.AssetCheckResult:
     window = context.partition_time_window
     with warehouse.connect() as conn:
+        # The billing periods (each customer's, by their billing cycle) the touched dates fall in.
         periods = conn.execute(
-            "select distinct cast(date_trunc('month', usage_date) as date) "
-            "from ingest.partition_usage_dates where arrival_date >= ? and arrival_date < ?",
+            "select distinct periods.billing_period_start_date "
+            "from customer_billing_periods as periods "
+            "inner join ingest.partition_usage_dates as touched "
+            "on touched.usage_date >= periods.billing_period_start_date "
+            "and touched.usage_date < periods.billing_period_end_date "
+            "where touched.arrival_date >= ? and touched.arrival_date < ?",
             [window.start.date(), window.end.date()],
         ).fetchall()
         touched = [period for (period,) in periods]

@@ -4,8 +4,9 @@ This is the reference implementation of ``dbt_project/models/intermediate/
 int_subscription_fee_periods.sql`` and ``dbt_project/models/marts/subscription_fee_lines.sql``;
 ``docs/pricing.md`` (*Flat fees and prorations*) states the rules and works an example.
 
-A plan's ``monthly_fee_minor`` is billed whole at the start of each billing period (calendar
-month, UTC) the fee runs at. A fee that starts inside a period (a new or changed plan, the end of
+A plan's ``monthly_fee_minor`` is billed whole at the start of each billing period the fee runs
+at (the customer's, by their billing-cycle anchor: ``pricing.periods``; calendar months, UTC,
+without one). A fee that starts inside a period (a new or changed plan, the end of
 a trial) is charged for the remaining time, and a fee that ends inside a period by a plan change
 (or a cancellation, when prorated cancellations are chosen) is credited for the unused time:
 
@@ -19,27 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from fractions import Fraction
+
+from pricing.periods import CALENDAR_MONTH_ANCHOR_DAY, anchor_day_of, billing_period_at
 
 EXACT_PLACES = Decimal("0.000000000001")  # DECIMAL(38, 12), the money type of the dbt project
 LINE_TYPES = ("flat_fee", "proration_charge", "proration_credit")
 
 
-def billing_period(at: datetime) -> tuple[datetime, datetime]:
-    """The calendar month (UTC) that contains ``at``: start inclusive, end exclusive."""
-    start = at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
-
-
-def next_period_start(period_start: datetime) -> datetime:
-    return billing_period(period_start)[1]
+def billing_period(
+    at: datetime, anchor_day: int = CALENDAR_MONTH_ANCHOR_DAY
+) -> tuple[datetime, datetime]:
+    """The billing period that contains ``at``: start inclusive, end exclusive; calendar months
+    (UTC) unless the customer's billing cycle is anchored on another day (pricing.periods)."""
+    return billing_period_at(at, anchor_day)
 
 
 def prorated_fraction(fee_minor: int, *, seconds: int, period_seconds: int) -> Fraction:
@@ -86,6 +82,7 @@ class Subscription:
     trial_ends_at: datetime | None = None
     prorated_end: bool = False
     successor_subscription_id: str | None = None
+    anchor_day: int = CALENDAR_MONTH_ANCHOR_DAY
 
     @property
     def fee_starts_at(self) -> datetime:
@@ -125,12 +122,14 @@ def fee_periods(subscription: Subscription) -> list[tuple[datetime, datetime]]:
     last = ends if ends is not None else subscription.billed_through
     if last is None:
         return []
-    last_period_start = billing_period(last)[0]
+    anchor_day = subscription.anchor_day
+    last_period_start = billing_period(last, anchor_day)[0]
     periods = []
-    period_start = billing_period(starts)[0]
+    period_start = billing_period(starts, anchor_day)[0]
     while period_start <= last_period_start and (ends is None or period_start < ends):
-        periods.append((period_start, next_period_start(period_start)))
-        period_start = next_period_start(period_start)
+        period_end = billing_period(period_start, anchor_day)[1]
+        periods.append((period_start, period_end))
+        period_start = period_end
     return periods
 
 
@@ -213,6 +212,7 @@ class ExportedSubscription:
     ended_at: datetime | None
     current_period_start_at: datetime | None
     current_period_end_at: datetime | None
+    billing_cycle_anchor_at: datetime | None = None
 
 
 def subscriptions_from_export(
@@ -222,7 +222,13 @@ def subscriptions_from_export(
     prorate_cancellations: bool = False,
 ) -> list[Subscription]:
     """The fee history the exports allow: a trial while ``trialing`` (to the current period's
-    end), a plan change where a customer's subscription ends at the second another starts."""
+    end), a plan change where a customer's subscription ends at the second another starts,
+    periods by the customer's billing-cycle anchor day (their subscriptions share it)."""
+    anchor_days: dict[str, int] = {}
+    for row in rows:
+        if row.billing_cycle_anchor_at is not None:
+            day = anchor_day_of(row.billing_cycle_anchor_at)
+            anchor_days[row.customer_id] = min(day, anchor_days.get(row.customer_id, day))
     subscriptions = []
     for row in rows:
         successors = sorted(
@@ -253,6 +259,7 @@ def subscriptions_from_export(
             prorated_end=row.ended_at is not None
             and (successor is not None or prorate_cancellations),
             successor_subscription_id=successor,
+            anchor_day=anchor_days.get(row.customer_id, CALENDAR_MONTH_ANCHOR_DAY),
         )
         subscriptions.append(subscription)
     return subscriptions

@@ -29,7 +29,10 @@ class WarehouseError(Exception):
 
 @dataclass(frozen=True)
 class BillingPeriod:
-    """A calendar month in UTC: ``start`` inclusive, ``end`` exclusive (like the partitions)."""
+    """A calendar month in UTC: ``start`` inclusive, ``end`` exclusive (like the partitions).
+
+    The report covers the billing periods that begin in it: each customer's own (their billing
+    cycle's anchor day), which are the calendar month for a customer without an anchor."""
 
     start: date
     end: date
@@ -225,22 +228,26 @@ def _invoice_accuracy(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) ->
             AccuracyRow(*row)
             for row in conn.execute(
                 f"""
-                select currency, invoices_compared, invoices_matching, matching_share,
-                       total_abs_difference_minor, largest_difference_minor,
-                       revenue_at_risk_minor
+                select currency, sum(invoices_compared), sum(invoices_matching),
+                       cast(cast(sum(invoices_matching) as decimal(18, 6))
+                            / sum(invoices_compared) as decimal(9, 6)),
+                       sum(total_abs_difference_minor), max(largest_difference_minor),
+                       sum(revenue_at_risk_minor)
                 from {ACCURACY_TABLE}
-                where billing_period_start_date = ?
+                where billing_period_start_date >= ? and billing_period_start_date < ?
+                group by currency
                 order by currency
                 """,
-                [period.start],
+                [period.start, period.end],
             ).fetchall()
         ]
     discrepancies, total, lines_ok = None, 0, 0
     if DISCREPANCIES_TABLE not in missing:
         counts = conn.execute(
             f"select count(*) filter (where status <> 'ok'), count(*) filter (where status = 'ok') "
-            f"from {DISCREPANCIES_TABLE} where billing_period_start_date = ?",
-            [period.start],
+            f"from {DISCREPANCIES_TABLE} "
+            "where billing_period_start_date >= ? and billing_period_start_date < ?",
+            [period.start, period.end],
         ).fetchone()
         assert counts is not None
         total, lines_ok = int(counts[0]), int(counts[1])
@@ -252,13 +259,14 @@ def _invoice_accuracy(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) ->
                        stripe_amount_minor, ledger_amount_minor, stripe_difference_minor,
                        ledger_difference_minor, likely_cause, status
                 from {DISCREPANCIES_TABLE}
-                where billing_period_start_date = ? and status <> 'ok'
+                where billing_period_start_date >= ? and billing_period_start_date < ?
+                    and status <> 'ok'
                 order by greatest(coalesce(abs(stripe_difference_minor), 0),
                                   coalesce(abs(ledger_difference_minor), 0)) desc,
                          customer_id, meter_id
                 limit {DISCREPANCIES_SHOWN}
                 """,
-                [period.start],
+                [period.start, period.end],
             ).fetchall()
         ]
     return InvoiceAccuracy(
@@ -281,7 +289,8 @@ def _revenue(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> Revenue:
         from billable_usage_daily as usage
         left join price_book_meters as meters on usage.meter_id = meters.meter_id
         left join price_book_plans as plans on usage.plan_id = plans.plan_id
-        where usage.billing_period_start_date = ? and usage.is_priced
+        where usage.billing_period_start_date >= ? and usage.billing_period_start_date < ?
+            and usage.is_priced
     """
     by_plan_and_model = [
         PlanModelRevenue(*row)
@@ -294,7 +303,7 @@ def _revenue(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> Revenue:
             group by plan_id, plan_name, model, currency
             order by currency, plan_id, model
             """,
-            [period.start],
+            [period.start, period.end],
         ).fetchall()
     ]
     daily = [
@@ -307,7 +316,7 @@ def _revenue(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> Revenue:
             group by usage_date, model, currency
             order by usage_date, model, currency
             """,
-            [period.start],
+            [period.start, period.end],
         ).fetchall()
     ]
     invoices = [
@@ -317,17 +326,18 @@ def _revenue(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> Revenue:
             select customer_id, currency, count(*), sum(amount_minor_exact),
                    cast(sum(amount_minor) as decimal(38, 0)), sum(rounding_minor)
             from invoice_lines
-            where billing_period_start_date = ?
+            where billing_period_start_date >= ? and billing_period_start_date < ?
             group by customer_id, currency
             order by sum(amount_minor) desc, customer_id
             """,
-            [period.start],
+            [period.start, period.end],
         ).fetchall()
     ]
     unpriced = conn.execute(
         "select count(*) from billable_usage_daily "
-        "where billing_period_start_date = ? and not coalesce(is_priced, false)",
-        [period.start],
+        "where billing_period_start_date >= ? and billing_period_start_date < ? "
+        "and not coalesce(is_priced, false)",
+        [period.start, period.end],
     ).fetchone()
     return Revenue(
         by_plan_and_model=by_plan_and_model,

@@ -138,7 +138,7 @@ def _header(report: FinanceReport) -> str:
 <h1>Finance report · {escape(period.label)}</h1>
 <dl class="header">
 <dt>Billing period</dt><dd>{period.start.isoformat()} to {period.start.fromordinal(last_day)}
- (calendar month, UTC)</dd>
+ (UTC): the billing periods that begin in it</dd>
 <dt>Generated at</dt><dd>{report.generated_at:%Y-%m-%d %H:%M:%S} UTC</dd>
 <dt>Warehouse</dt><dd><code>{escape(str(report.warehouse_path))}</code></dd>
 <dt>Ledger balanced</dt><dd>{balanced}</dd>

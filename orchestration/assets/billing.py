@@ -75,7 +75,8 @@ def rerated_usage_dates(conn: duckdb.DuckDBPyConnection, usage_dates: set[date])
         select distinct rated.usage_date
         from billable_usage_daily as rated
         inner join (select unnest(?::date[]) as usage_date) as touched
-            on rated.billing_period_start_date = date_trunc('month', touched.usage_date)
+            -- The row's period (its customer's) began on or before the touched date.
+            on rated.billing_period_start_date <= touched.usage_date
             and rated.usage_date > touched.usage_date
         """,
         [sorted(usage_dates)],

@@ -190,7 +190,8 @@ def sent_since_read(conn: duckdb.DuckDBPyConnection, last_sent: dict[date, datet
 
 
 def _days_by_period(days: set[date]) -> dict[date, list[date]]:
-    """Usage days grouped by billing period (calendar month), so no read spans two periods."""
+    """Usage days grouped by calendar month, so that days far apart are read as a few short
+    ranges, not one long one (Stripe's daily summaries do not depend on billing periods)."""
     grouped: dict[date, list[date]] = {}
     for day in sorted(days):
         grouped.setdefault(month_bounds(day)[0], []).append(day)

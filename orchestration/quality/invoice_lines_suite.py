@@ -1,8 +1,8 @@
 """The gate on invoice lines: what a customer will be charged for a billing period.
 
 Money stays exact: amounts are compared in SQL and reach the suite as booleans or as text, never
-as floats. The lines checked are those of the billing periods the partition's usage dates fall
-in, so a late event that changes last month's line is checked when it arrives.
+as floats. The lines checked are those of the billing periods (each customer's) the partition's
+usage dates fall in, so a late event that changes last period's line is checked when it arrives.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ LINE_TYPES = ["usage", "flat_fee", "proration_charge", "proration_credit", "mini
 CURRENCY_CODE = r"^[a-z]{3}$"
 
 PROFILE_SQL = """
-with periods as (
-    select distinct cast(date_trunc('month', usage_date) as date) as billing_period_start_date
+with touched as (
+    select distinct usage_date
     from ingest.partition_usage_dates
     where arrival_date >= ? and arrival_date < ?
 )
@@ -40,9 +40,17 @@ select
         as amount_sign_fits_line_type,
     abs(lines.rounding_minor) <= 0.5 as rounded_to_the_nearest_minor_unit,
     lines.amount_minor - lines.amount_minor_exact = lines.rounding_minor as rounding_is_recorded,
-    lines.billing_period_end_date > lines.billing_period_start_date as period_is_ordered
+    coalesce(lines.billing_period_end_date > lines.billing_period_start_date, false)
+        as period_is_ordered
 from invoice_lines as lines
-join periods using (billing_period_start_date)
+-- The lines of each customer's periods (their billing cycle's) that a touched date falls in; a
+-- line without an end is kept, so that the suite sees it.
+where exists (
+    select 1 from touched
+    where touched.usage_date >= lines.billing_period_start_date
+        and (lines.billing_period_end_date is null
+            or touched.usage_date < lines.billing_period_end_date)
+)
 """
 
 

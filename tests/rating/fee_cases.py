@@ -160,11 +160,13 @@ _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 _DAY = 86_400
 
 
-def _instant(rng: random.Random, after: datetime, *, max_days: int) -> datetime:
+def _instant(
+    rng: random.Random, after: datetime, *, max_days: int, anchor_day: int = 1
+) -> datetime:
     """A second after ``after``; sometimes exactly a period start, to hit the boundaries."""
     moment = after + timedelta(seconds=rng.randint(1, max_days * _DAY))
     if rng.random() < 0.2:
-        moment = billing_period(moment)[1]
+        moment = billing_period(moment, anchor_day)[1]
     return moment
 
 
@@ -175,8 +177,16 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
         f"plan_{name}_{number}": rng.choice([0, 1, 999, 1000, 2000, 4999, rng.randint(1, 10**7)])
         for number in range(3)
     }
+    # Half the customers have a billing-cycle anchor (a day of January 2026: 1-31), the rest
+    # calendar months.
+    anchor_at = (
+        _EPOCH + timedelta(days=rng.randint(0, 30), seconds=rng.randint(0, _DAY - 1))
+        if rng.random() < 0.5
+        else None
+    )
+    anchor_day = anchor_at.day if anchor_at else 1
     export_at = _EPOCH + timedelta(days=400) + timedelta(seconds=rng.randint(0, 60 * _DAY))
-    current_start, current_end = billing_period(export_at)
+    current_start, current_end = billing_period(export_at, anchor_day)
     customer = f"cus_{name}"
     started = _EPOCH + timedelta(seconds=rng.randint(0, 200 * _DAY))
     rows = []
@@ -188,10 +198,18 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
         if last and rng.random() < 0.3:
             trial_end = started + timedelta(seconds=rng.randint(1, 40 * _DAY))
             if rng.random() < 0.3:
-                trial_end = billing_period(trial_end)[1]
+                trial_end = billing_period(trial_end, anchor_day)[1]
             rows.append(
                 ExportedSubscription(
-                    customer, subscription_id, "trialing", plan, started, None, started, trial_end
+                    customer,
+                    subscription_id,
+                    "trialing",
+                    plan,
+                    started,
+                    None,
+                    started,
+                    trial_end,
+                    anchor_at,
                 )
             )
             break
@@ -206,11 +224,12 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
                     None,
                     current_start,
                     current_end,
+                    anchor_at,
                 )
             )
             break
-        ended = _instant(rng, started, max_days=120)
-        period_start, period_end = billing_period(ended - timedelta(seconds=1))
+        ended = _instant(rng, started, max_days=120, anchor_day=anchor_day)
+        period_start, period_end = billing_period(ended - timedelta(seconds=1), anchor_day)
         rows.append(
             ExportedSubscription(
                 customer,
@@ -221,10 +240,15 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
                 ended,
                 period_start,
                 period_end,
+                anchor_at,
             )
         )
         # The next subscription starts at the same second (a plan change) or later (a new one).
-        started = ended if rng.random() < 0.7 else _instant(rng, ended, max_days=45)
+        started = (
+            ended
+            if rng.random() < 0.7
+            else _instant(rng, ended, max_days=45, anchor_day=anchor_day)
+        )
     return FeeCase(name=name, fees=fees, subscriptions=rows)
 
 

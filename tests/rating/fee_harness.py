@@ -1,5 +1,5 @@
 """Runs the dbt flat-fee models alone on a scratch DuckDB file: the staged Stripe subscriptions
-and the plans a test chose go in as the tables ``int_subscription_fee_periods`` reads, and one
+and customers and the plans a test chose go in as the tables the fee models read, and one
 ``dbt build`` makes the periods and ``subscription_fee_lines`` (with their unit and data tests)
 for every case at once."""
 
@@ -21,7 +21,8 @@ from tests.rating.fee_cases import FeeCase
 SUBSCRIPTION_COLUMNS = (
     "subscription_id varchar, customer_id varchar, status varchar, currency varchar, "
     "plan_id varchar, started_at timestamp, ended_at timestamp, "
-    "current_period_start_at timestamp, current_period_end_at timestamp, created_at timestamp"
+    "current_period_start_at timestamp, current_period_end_at timestamp, "
+    "billing_cycle_anchor_at timestamp, created_at timestamp"
 )
 PLAN_COLUMNS = (
     "plan_id varchar, plan_name varchar, currency varchar, monthly_fee_minor bigint, "
@@ -72,6 +73,7 @@ def build_fee_lines(cases: Sequence[FeeCase], work_dir: Path) -> dict[str, list[
                 _naive(row.ended_at),
                 _naive(row.current_period_start_at),
                 _naive(row.current_period_end_at),
+                _naive(row.billing_cycle_anchor_at),
                 _naive(row.started_at),
             )
             for row in case.subscriptions
@@ -83,8 +85,13 @@ def build_fee_lines(cases: Sequence[FeeCase], work_dir: Path) -> dict[str, list[
         )
         conn.execute(f"create or replace table main.price_book_plans ({PLAN_COLUMNS})")
         conn.executemany(
-            "insert into main.stg_stripe__subscriptions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert into main.stg_stripe__subscriptions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             subscriptions,
+        )
+        # The customers whose billing cycles int_customer_billing_cycles reads.
+        conn.execute(
+            "create or replace table main.stg_stripe__customers as "
+            "select distinct customer_id from main.stg_stripe__subscriptions"
         )
         conn.executemany("insert into main.price_book_plans values (?, ?, ?, ?, ?)", plans)
     _dbt_build(path, work_dir)
@@ -113,6 +120,7 @@ def _dbt_build(path: Path, work_dir: Path) -> None:
     result = run_dbt(
         "build",
         "--select",
+        "int_customer_billing_cycles",
         "int_subscription_fee_periods",
         "subscription_fee_lines",
         warehouse=path,

@@ -1,7 +1,8 @@
 {#- Maps aggregated events onto the price book's meters: one quantity per customer, meter and
     usage date.
 
-    A meter aggregates its events over the billing period to date (docs/pricing.md, Meters);
+    A meter aggregates its events over the billing period to date (docs/pricing.md, Meters),
+    the customer's period as their billing-cycle anchor sets it (int_customer_billing_cycles);
     `quantity_units` is what the day adds to that period-to-date quantity. For `count` and `sum`
     that is the day's own count or sum; for `max`, `latest` and `unique_count` it is the change
     of the period's maximum, latest value or number of distinct values. So, for every meter,
@@ -17,6 +18,10 @@ meters as (
     select * from {{ ref('int_meter_definitions') }}
 ),
 
+billing_cycles as (
+    select * from {{ ref('int_customer_billing_cycles') }}
+),
+
 matched as (
     select
         usage_daily.customer_id,
@@ -24,7 +29,7 @@ matched as (
         meters.aggregation,
         meters.model,
         usage_daily.usage_date,
-        cast({{ dbt.date_trunc('month', 'usage_daily.usage_date') }} as date)
+        {{ billing_period_start('usage_daily.usage_date', 'coalesce(billing_cycles.billing_anchor_day, 1)') }}
             as billing_period_start_date,
         usage_daily.event_count,
         cast({{ usage_property_value('meters', 'usage_daily') }} as hugeint) as property_value,
@@ -38,6 +43,7 @@ matched as (
     from usage_daily
     inner join meters
         on {{ meter_matches_usage('meters', 'usage_daily') }}
+    left join billing_cycles on usage_daily.customer_id = billing_cycles.customer_id
 ),
 
 per_day as (
@@ -99,6 +105,7 @@ select
     customer_id,
     meter_id,
     usage_date,
+    billing_period_start_date,
     model,
     event_count,
     cast(

@@ -9,8 +9,8 @@
       default (`prorate=false`), unless the var `prorate_cancellations` is true;
     - a subscription in status `trialing` is in its trial until `current_period_end` (Stripe sets
       the current period to the trial while trialing): no fee before then.
-    Billing periods are calendar months, UTC, kept as explicit start/end columns so that
-    billing-cycle anchors can replace them. A subscription is billed for every period from the
+    Billing periods follow the customer's billing-cycle anchor (int_customer_billing_cycles;
+    calendar months without one), from 00:00 UTC of their first day. A subscription is billed for every period from the
     one its fee starts in until it ends, through its current period as exported (the periods
     Stripe has opened). The fee lines are in subscription_fee_lines; docs/pricing.md. -#}
 with subscriptions as (
@@ -19,6 +19,10 @@ with subscriptions as (
 
 plans as (
     select * from {{ ref('price_book_plans') }}
+),
+
+billing_cycles as (
+    select * from {{ ref('int_customer_billing_cycles') }}
 ),
 
 with_fee as (
@@ -35,9 +39,11 @@ with_fee as (
                 then subscriptions.current_period_end_at
         end as trial_ends_at,
         subscriptions.ended_at,
-        subscriptions.current_period_start_at
+        subscriptions.current_period_start_at,
+        coalesce(billing_cycles.billing_anchor_day, 1) as billing_anchor_day
     from subscriptions
     left join plans on subscriptions.plan_id = plans.plan_id
+    left join billing_cycles on subscriptions.customer_id = billing_cycles.customer_id
 ),
 
 successors as (
@@ -64,9 +70,9 @@ fee_windows as (
                 successors.successor_subscription_id is not null
                 or {{ var('prorate_cancellations', false) }}
             ) as is_prorated_end,
-        cast({{ dbt.date_trunc('month', 'coalesce(with_fee.trial_ends_at, with_fee.started_at)') }}
+        cast({{ billing_period_start('coalesce(with_fee.trial_ends_at, with_fee.started_at)', 'with_fee.billing_anchor_day') }}
             as timestamp) as first_period_start_at,
-        cast({{ dbt.date_trunc('month', 'coalesce(with_fee.ended_at, with_fee.current_period_start_at)') }}
+        cast({{ billing_period_start('coalesce(with_fee.ended_at, with_fee.current_period_start_at)', 'with_fee.billing_anchor_day') }}
             as timestamp) as last_period_start_at
     from with_fee
     left join successors on with_fee.subscription_id = successors.subscription_id
@@ -89,9 +95,9 @@ month_offsets as (
 periods as (
     select
         fee_windows.*,
-        cast({{ dbt.dateadd('month', 'month_offsets.month_offset', 'fee_windows.first_period_start_at') }}
+        cast({{ billing_period_after('fee_windows.first_period_start_at', 'fee_windows.billing_anchor_day', 'month_offsets.month_offset') }}
             as timestamp) as billing_period_start_at,
-        cast({{ dbt.dateadd('month', 'month_offsets.month_offset + 1', 'fee_windows.first_period_start_at') }}
+        cast({{ billing_period_after('fee_windows.first_period_start_at', 'fee_windows.billing_anchor_day', 'month_offsets.month_offset + 1') }}
             as timestamp) as billing_period_end_at
     from fee_windows
     inner join month_offsets

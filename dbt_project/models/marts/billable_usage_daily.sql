@@ -29,8 +29,7 @@ usage_with_plan as (
         meter_usage.event_count,
         plan_days.plan_id,
         plan_days.subscription_id,
-        cast({{ dbt.date_trunc('month', 'meter_usage.usage_date') }} as date)
-            as billing_period_start_date
+        meter_usage.billing_period_start_date
     from meter_usage
     left join plan_days
         on meter_usage.customer_id = plan_days.customer_id

@@ -1,10 +1,11 @@
-{#- Each customer's invoice for a billing period (calendar month, UTC), one row per charge:
+{#- Each customer's invoice for a billing period (theirs: customer_billing_periods), one row
+    per charge:
     - `usage`: one per meter, the period's rated usage (line_id = meter_id);
     - `flat_fee`, `proration_charge`, `proration_credit`: the plan's flat fee and its
       prorations, from subscription_fee_lines (line_id = subscription_id);
     - `minimum_top_up`: what lifts the period's usage on a plan to its minimum spend, from
       minimum_spend_period (line_id = plan_id).
-    Fee lines cover the periods the warehouse rates (first to last period with rated usage).
+    Fee lines cover the periods the warehouse rates (those overlapping the rated days).
     This is the one place where exact amounts are rounded to whole minor units, each line on
     its own (round_to_minor_units, half away from zero). Credits drawn down by usage are not
     lines here: they are allocated after the ledger step, see invoice_credits. -#}
@@ -13,11 +14,8 @@ with billable as (
     where is_priced
 ),
 
-rated_periods as (
-    select
-        min(billing_period_start_date) as first_period_start_date,
-        max(billing_period_start_date) as last_period_start_date
-    from billable
+periods as (
+    select * from {{ ref('customer_billing_periods') }}
 ),
 
 usage_lines as (
@@ -53,10 +51,9 @@ fee_lines as (
         fees.amount_minor_exact,
         cast(null as bigint) as billed_days
     from {{ ref('subscription_fee_lines') }} as fees
-    inner join rated_periods
-        on fees.billing_period_start_date
-            between rated_periods.first_period_start_date
-            and rated_periods.last_period_start_date
+    inner join periods
+        on fees.customer_id = periods.customer_id
+        and fees.billing_period_start_date = periods.billing_period_start_date
 ),
 
 minimum_lines as (
@@ -87,10 +84,9 @@ lines as (
 
 final as (
     select
-        customer_id,
-        billing_period_start_date,
-        cast({{ dbt.dateadd('month', 1, 'billing_period_start_date') }} as date)
-            as billing_period_end_date,
+        lines.customer_id,
+        lines.billing_period_start_date,
+        periods.billing_period_end_date,
         line_type,
         line_id,
         meter_id,
@@ -107,6 +103,9 @@ final as (
         ) as rounding_minor,
         billed_days
     from lines
+    left join periods
+        on lines.customer_id = periods.customer_id
+        and lines.billing_period_start_date = periods.billing_period_start_date
 )
 
 select * from final

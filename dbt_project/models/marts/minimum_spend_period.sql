@@ -1,6 +1,7 @@
-{#- The minimum spend of each plan a customer was subscribed to in a billing period (calendar
-    month, UTC), against the usage rated on that plan in the period, and the top-up that brings
-    the usage to the minimum. Periods are those the warehouse has rated usage for; a subscribed
+{#- The minimum spend of each plan a customer was subscribed to in a billing period (the
+    customer's, customer_billing_periods), against the usage rated on that plan in the period,
+    and the top-up that brings the usage to the minimum. Periods are those the warehouse has
+    rated usage for; a subscribed
     customer without usage in such a period owes the whole minimum. A positive top-up is a line of invoice_lines; it is
     not in the ledger or at Stripe yet (docs/pricing.md, Not built yet). -#}
 with billable as (
@@ -18,7 +19,7 @@ plans as (
 ),
 
 periods as (
-    select distinct billing_period_start_date from billable
+    select * from {{ ref('customer_billing_periods') }}
 ),
 
 subscribed as (
@@ -28,8 +29,8 @@ subscribed as (
         periods.billing_period_start_date
     from plan_days
     inner join periods
-        on plan_days.valid_from_date
-            < cast({{ dbt.dateadd('month', 1, 'periods.billing_period_start_date') }} as date)
+        on plan_days.customer_id = periods.customer_id
+        and plan_days.valid_from_date < periods.billing_period_end_date
         and plan_days.valid_to_date > periods.billing_period_start_date
 ),
 

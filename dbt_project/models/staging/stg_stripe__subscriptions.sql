@@ -13,6 +13,7 @@ renamed as (
         {{ from_unix_seconds('ended_at') }} as ended_at,
         {{ from_unix_seconds('current_period_start') }} as current_period_start_at,
         {{ from_unix_seconds('current_period_end') }} as current_period_end_at,
+        {{ from_unix_seconds('billing_cycle_anchor') }} as billing_cycle_anchor_at,
         {{ from_unix_seconds('created') }} as created_at
     from source
 )

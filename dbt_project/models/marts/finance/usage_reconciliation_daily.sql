@@ -48,9 +48,8 @@ joined as (
         coalesce(rated.customer_id, metered.customer_id) as customer_id,
         coalesce(rated.meter_id, metered.meter_id) as meter_id,
         coalesce(rated.usage_date, metered.usage_date) as usage_date,
-        cast(
-            {{ dbt.date_trunc('month', 'coalesce(rated.usage_date, metered.usage_date)') }} as date
-        ) as billing_period_start_date,
+        {{ billing_period_start('coalesce(rated.usage_date, metered.usage_date)', 'coalesce(billing_cycles.billing_anchor_day, 1)') }}
+            as billing_period_start_date,
         rated.customer_id is not null as is_rated,
         rated.currency,
         rated.plan_id,
@@ -75,6 +74,8 @@ joined as (
         on coalesce(rated.customer_id, metered.customer_id) = accrued.customer_id
         and coalesce(rated.meter_id, metered.meter_id) = accrued.meter_id
         and coalesce(rated.usage_date, metered.usage_date) = accrued.usage_date
+    left join {{ ref('int_customer_billing_cycles') }} as billing_cycles
+        on coalesce(rated.customer_id, metered.customer_id) = billing_cycles.customer_id
 ),
 
 stripe_positioned as (
