@@ -24,6 +24,7 @@ import stripe
 from ingestion.stripe_exports import (
     STRIPE_EXPORT_TABLES,
     STRIPE_INVOICE_TABLES,
+    STRIPE_OPTIONAL_COLUMNS,
     STRIPE_PRICE_EXTRA_COLUMNS,
 )
 
@@ -95,7 +96,8 @@ def subscription_period(subscription: Mapping[str, Any]) -> tuple[int | None, in
 def _subscription_row(subscription: dict[str, Any]) -> dict[str, str]:
     start, end = subscription_period(subscription)
     with_period = subscription | {"current_period_start": start, "current_period_end": end}
-    return {column: _value(with_period, column) for column in STRIPE_EXPORT_TABLES["subscriptions"]}
+    columns = STRIPE_EXPORT_TABLES["subscriptions"] + STRIPE_OPTIONAL_COLUMNS["subscriptions"]
+    return {column: _value(with_period, column) for column in columns}
 
 
 def _rows(objects: Iterable[Any], columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -140,8 +142,10 @@ def pull_catalog(client: stripe.StripeClient, stripe_dir: Path) -> dict[str, int
     stripe_dir.mkdir(parents=True, exist_ok=True)
     staged = []
     for table, rows in tables.items():
-        columns = {**STRIPE_EXPORT_TABLES, **STRIPE_INVOICE_TABLES}[table] + (
-            STRIPE_PRICE_EXTRA_COLUMNS if table == "prices" else ()
+        columns = (
+            {**STRIPE_EXPORT_TABLES, **STRIPE_INVOICE_TABLES}[table]
+            + STRIPE_OPTIONAL_COLUMNS.get(table, ())
+            + (STRIPE_PRICE_EXTRA_COLUMNS if table == "prices" else ())
         )
         path = stripe_dir / f".{table}.csv.partial"
         with path.open("w", newline="") as handle:

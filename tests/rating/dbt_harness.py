@@ -1,5 +1,6 @@
-"""Runs the dbt rating alone on a scratch DuckDB file: the price book and usage a test chose
-go in as the tables ``billable_usage_daily`` and ``minimum_spend_period`` read, and dbt builds
+"""Runs the dbt rating alone on a scratch DuckDB file: the price book, usage and (calendar-month)
+billing cycles a test chose go in as the tables ``billable_usage_daily`` and
+``minimum_spend_period`` read, and dbt builds
 them (with their unit tests and data tests) once, however many cases the tables hold."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from pricing.periods import CALENDAR_MONTH_ANCHOR_DAY, billing_period_of
 from tests.dbt_cli import run_dbt
 from tests.rating.cases import Case
 
@@ -41,8 +43,11 @@ INPUT_TABLES = {
         "valid_from_date date, valid_to_date date"
     ),
     "int_meter_usage_daily": (
-        "customer_id varchar, meter_id varchar, usage_date date, model varchar, "
-        "event_count bigint, quantity_units hugeint"
+        "customer_id varchar, meter_id varchar, usage_date date, "
+        "billing_period_start_date date, model varchar, event_count bigint, quantity_units hugeint"
+    ),
+    "int_customer_billing_cycles": (
+        "customer_id varchar, billing_anchor_day integer, anchor_day_count integer"
     ),
 }
 
@@ -79,6 +84,7 @@ def build_rating(path: Path, work_dir: Path) -> list[RatedRow]:
         "build",
         "--select",
         "billable_usage_daily",
+        "customer_billing_periods",
         "minimum_spend_period",
         "invoice_line_tiers",
         warehouse=path,
@@ -99,13 +105,14 @@ def rate_cases(cases: Sequence[Case], work_dir: Path) -> dict[str, list[RatedRow
     """Every case as its own customer, plan and meter in one warehouse, rated by one dbt build;
     the rated rows by case name."""
     names = {f"cus_{number:05d}": case for number, case in enumerate(cases)}
-    charges, tiers, plan_days, meters, usage = [], [], [], [], []
+    charges, tiers, plan_days, meters, usage, cycles = [], [], [], [], [], []
     for customer, case in names.items():
         plan_id, meter_id = f"plan_{customer}", f"meter_{customer}"
         meters.append((meter_id, "model_call", "x", None, "sum", "input_tokens", "unit", case.name))
         plan_days.append(
             (customer, f"sub_{customer}", plan_id, "usd", date(2000, 1, 1), date(9999, 12, 31))
         )
+        cycles.append((customer, CALENDAR_MONTH_ANCHOR_DAY, 0))
         for row in case.charge_rows:
             charges.append(
                 (
@@ -139,7 +146,18 @@ def rate_cases(cases: Sequence[Case], work_dir: Path) -> dict[str, list[RatedRow
                 )
             )
         for day in case.usage:
-            usage.append((customer, meter_id, day.usage_date, "x", day.event_count, day.used_units))
+            period_start, _ = billing_period_of(day.usage_date)
+            usage.append(
+                (
+                    customer,
+                    meter_id,
+                    day.usage_date,
+                    period_start,
+                    "x",
+                    day.event_count,
+                    day.used_units,
+                )
+            )
     path = work_dir / "rating.duckdb"
     write_inputs(
         path,
@@ -149,6 +167,7 @@ def rate_cases(cases: Sequence[Case], work_dir: Path) -> dict[str, list[RatedRow
             "price_book_charge_tiers": tiers,
             "int_customer_plan_days": plan_days,
             "int_meter_usage_daily": usage,
+            "int_customer_billing_cycles": cycles,
         },
     )
     rated: dict[str, list[RatedRow]] = {case.name: [] for case in cases}

@@ -40,7 +40,7 @@ class ExpectedLine:
     """A row of a worked example's table: one fee line with every figure."""
 
     subscription_id: str
-    period: str  # YYYY-MM
+    period: str  # the period's first day, YYYY-MM-DD
     line_type: str
     quantity_seconds: int
     period_seconds: int
@@ -120,6 +120,7 @@ def doc_fee_cases() -> list[FeeCase]:
                 ended_at=_timestamp(row["ended_at"]),
                 current_period_start_at=_timestamp(row["current_period_start_at"]),
                 current_period_end_at=_timestamp(row["current_period_end_at"]),
+                billing_cycle_anchor_at=_timestamp(row.get("billing_cycle_anchor_at") or ""),
             )
             for row in blocks["subscriptions"]
         ]
@@ -144,7 +145,7 @@ def doc_fee_cases() -> list[FeeCase]:
 def as_expected(line: FeeLine) -> ExpectedLine:
     return ExpectedLine(
         subscription_id=line.subscription_id,
-        period=line.billing_period_start_at.strftime("%Y-%m"),
+        period=line.billing_period_start_at.strftime("%Y-%m-%d"),
         line_type=line.line_type,
         quantity_seconds=line.quantity_seconds,
         period_seconds=line.period_seconds,

@@ -44,7 +44,7 @@ def _ordered(lines: list[ExpectedLine]) -> list[ExpectedLine]:
 def _built_as_expected(line: BuiltLine) -> ExpectedLine:
     return ExpectedLine(
         subscription_id=line.subscription_id,
-        period=line.billing_period_start_at.strftime("%Y-%m"),
+        period=line.billing_period_start_at.strftime("%Y-%m-%d"),
         line_type=line.line_type,
         quantity_seconds=line.quantity_seconds,
         period_seconds=line.period_seconds,
