@@ -56,15 +56,18 @@ class BillingOperations:
 
     def customer_state(self, customer_id: str, period: str | None) -> dict[str, Any]:
         """Ledger balances, credits, invoices and dunning (live); plan, usage and allowances
-        (as of the last published snapshot). ``period`` is YYYY-MM, default this month."""
+        (as of the last published snapshot). ``period`` is YYYY-MM: the customer's billing
+        period that begins in that month; default: the one running today."""
         currency = self.customers.currency_of(customer_id)
-        in_period = date.fromisoformat(f"{period}-01") if period else datetime.now(UTC).date()
+        month = date.fromisoformat(f"{period}-01") if period else None
         with self._connect() as conn:
             ledger = views.ledger_state(conn, customer_id)
             subscriptions = views.subscription_state(conn, customer_id)
         try:
             with self.snapshot() as published:
-                warehouse: dict[str, Any] = views.warehouse_state(published, customer_id, in_period)
+                warehouse: dict[str, Any] = views.warehouse_state(
+                    published, customer_id, datetime.now(UTC).date(), beginning_in=month
+                )
         except ApiError as error:
             warehouse = {"available": False, "message": error.message}
         return views.jsonable(

@@ -17,16 +17,19 @@ from ledger.credit_applications import CREDIT_APPLICATION_KIND, CREDIT_EXPIRY_KI
 from ledger.model import normalised
 from ledger.usage_accruals import USAGE_ACCRUAL_KIND, slot_id
 from pricing.meters import meter_definition
-from pricing.periods import CALENDAR_MONTH_ANCHOR_DAY, billing_period_of
+from pricing.periods import CALENDAR_MONTH_ANCHOR_DAY, anchored_day, billing_period_of
 
 MAX_EXPLAINED_EVENTS = 10_000
 # What the customer state cannot show yet, by name (empty: everything it describes is built).
 NOT_BUILT: dict[str, str] = {}
 
 
-def _period_of(snapshot: Snapshot, customer_id: str, day: date) -> tuple[date, date]:
-    """The customer's billing period containing ``day``, by their billing cycle's anchor day
-    (calendar months without one, or in a snapshot published before cycles were)."""
+def _period_of(
+    snapshot: Snapshot, customer_id: str, day: date, *, beginning_in: date | None = None
+) -> tuple[date, date]:
+    """The customer's billing period containing ``day`` (or beginning in the month of
+    ``beginning_in``), by their billing cycle's anchor day (calendar months without one, or in
+    a snapshot published before cycles were)."""
     anchor_day = CALENDAR_MONTH_ANCHOR_DAY
     if snapshot.has("customer_billing_cycles"):
         rows = snapshot.rows(
@@ -34,6 +37,8 @@ def _period_of(snapshot: Snapshot, customer_id: str, day: date) -> tuple[date, d
             [customer_id],
         )
         anchor_day = int(rows[0]["billing_anchor_day"]) if rows else anchor_day
+    if beginning_in is not None:
+        day = anchored_day(beginning_in.year, beginning_in.month, anchor_day)
     return billing_period_of(day, anchor_day)
 
 
@@ -159,9 +164,12 @@ def _from_unix(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(int(value), UTC)
 
 
-def warehouse_state(snapshot: Snapshot, customer_id: str, today: date) -> dict[str, Any]:
-    """The plan in force and this period's usage per meter, from the published snapshot."""
-    start, end = _period_of(snapshot, customer_id, today)
+def warehouse_state(
+    snapshot: Snapshot, customer_id: str, today: date, *, beginning_in: date | None = None
+) -> dict[str, Any]:
+    """The plan in force and a period's usage per meter, from the published snapshot: the
+    period running ``today``, or the one beginning in the month of ``beginning_in``."""
+    start, end = _period_of(snapshot, customer_id, today, beginning_in=beginning_in)
     plan = None
     if snapshot.has("customer_plan_days"):
         plans = snapshot.rows(

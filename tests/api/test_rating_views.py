@@ -125,3 +125,32 @@ def test_a_daysrating_inputs_name_the_tiers_in_force_and_the_allowance(tmp_path:
         == inputs["amount_minor_exact"]
     )
     assert (per_unit["tiers"], per_unit["allowance"]) == ([], None)
+
+
+def test_the_current_period_follows_the_customers_billing_anchor(tmp_path: Path) -> None:
+    """A customer anchored on the 31st is in the period 28 February to 31 March on 15 March,
+    and ?period=2027-02 means the period that begins in February; without a billing cycle in
+    the snapshot, calendar months."""
+    path = tmp_path / "warehouse.duckdb"
+    rated_warehouse(path)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(
+            "create table int_customer_billing_cycles as select * from (values "
+            "('cus_alpha', 31, 1)) as t(customer_id, billing_anchor_day, anchor_day_count)"
+        )
+        publish_snapshot(conn, tmp_path / "api_snapshot")
+    with open_snapshot(tmp_path / "api_snapshot") as snapshot:
+        today = views.warehouse_state(snapshot, CUSTOMER, date(2027, 3, 15))
+        february = views.warehouse_state(
+            snapshot, CUSTOMER, date(2027, 3, 15), beginning_in=date(2027, 2, 1)
+        )
+        other = views.warehouse_state(snapshot, "cus_other", date(2027, 3, 15))
+    assert today["current_period"] == {
+        "start_date": date(2027, 2, 28),
+        "end_date": date(2027, 3, 31),
+    }
+    assert february["current_period"] == today["current_period"]
+    assert other["current_period"] == {
+        "start_date": date(2027, 3, 1),
+        "end_date": date(2027, 4, 1),
+    }
