@@ -9,7 +9,10 @@ price_book_dir=…)`` writes, under ``output_dir/raw``:
   of ``docs/architecture.md``, consistent with the usage and the price book (one active
   subscription per customer covering the whole range, except one customer who changes plan
   mid-range (``PlanChange``); per plan and meter, the metered Stripe price that bills what the
-  charge rates (``pricing.stripe_prices``); a licensed ``platform_fee`` price per plan);
+  charge rates (``pricing.stripe_prices``); a licensed ``platform_fee`` price per plan; a
+  quarter of the subscriptions carry a ``billing_cycle_anchor`` at 00:00 UTC of the day they
+  were created, so those customers are billed from that day of the month, the rest on calendar
+  months);
 - ``sample_manifest.json``: the ``GenerationSummary`` (what was injected, per arrival day).
 
 Same arguments, same bytes: everything random comes from one ``numpy.random.default_rng(seed)``
@@ -88,7 +91,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ingestion.stripe_exports import STRIPE_EXPORT_TABLES, STRIPE_PRICE_EXTRA_COLUMNS
+from ingestion.stripe_exports import (
+    STRIPE_EXPORT_TABLES,
+    STRIPE_OPTIONAL_COLUMNS,
+    STRIPE_PRICE_EXTRA_COLUMNS,
+)
+from pricing.periods import billing_period_of
 from pricing.price_book import load_price_book
 from pricing.stripe_prices import NotExpressibleAtStripe, StripePriceFields, stripe_price_fields
 
@@ -115,6 +123,10 @@ REQUEST_KIND_CACHE_SHARE = (0.75, 0.35, 0.05, 0.5)
 PLAN_WEIGHTS = {"starter": 0.45, "pro": 0.3, "team": 0.15, "scale": 0.1}
 # Seed of the plan change's own random stream (see _plan_change).
 PLAN_CHANGE_STREAM = 0x9C
+# A quarter of the customers have a billing-cycle anchor on the day they subscribed (drawn
+# from a stream of its own, like the plan change).
+ANCHORED_SHARE = 0.25
+ANCHOR_STREAM = 0xA7
 MODEL_WEIGHTS = {"nimbus-small": 0.5, "nimbus-large": 0.38, "nimbus-reasoning": 0.12}
 # Lognormal token counts per model: (input median, input sigma, output median, output sigma).
 MODEL_TOKENS = {
@@ -226,6 +238,9 @@ class GenerationSummary:
     # Charges no Stripe price expresses (plan_id, meter_id, reason): no Stripe price or
     # subscription item is written for them; Meterbook rates and posts them.
     charges_without_stripe_price: list[dict[str, str]] = field(default_factory=list)
+    # Customers whose subscriptions carry a billing-cycle anchor: the day of the month their
+    # billing periods begin on (the others: calendar months).
+    billing_anchor_days: dict[str, int] = field(default_factory=dict)
 
 
 def generate_sample_data(
@@ -259,9 +274,10 @@ def generate_sample_data(
     plan_change = _plan_change(seed, population, plans, meter_prices, start_date, days)
 
     raw_dir = raw_dir or output_dir / "raw"
-    _write_stripe_exports(
+    anchor_days = _write_stripe_exports(
         raw_dir / "stripe",
         rng=rng,
+        anchor_rng=np.random.default_rng([seed, ANCHOR_STREAM]),
         population=population,
         plans=plans,
         meters=meters,
@@ -325,6 +341,7 @@ def generate_sample_data(
     if plan_change is not None:
         summary.plan_changes.append(plan_change.as_manifest())
     summary.charges_without_stripe_price.extend(without_price)
+    summary.billing_anchor_days.update(anchor_days)
     raw_dir.mkdir(parents=True, exist_ok=True)
     (raw_dir / MANIFEST_NAME).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
@@ -837,8 +854,10 @@ def _write_stripe_exports(
     plan_change: PlanChange | None,
     start_date: date,
     days: int,
-) -> None:
-    """Stripe objects consistent with the usage and the price book (see docs/architecture.md)."""
+    anchor_rng: np.random.Generator,
+) -> dict[str, int]:
+    """Stripe objects consistent with the usage and the price book (see docs/architecture.md);
+    returns the anchor day of each customer whose subscription has a billing-cycle anchor."""
     stripe_dir.mkdir(parents=True, exist_ok=True)
     start = _epoch_ms(start_date) // 1000
     seconds = rng.integers(0, 86_400, size=len(population.ids))
@@ -909,29 +928,46 @@ def _write_stripe_exports(
         for price_id in prices_by_plan[plan_id]:
             item_rows.append([next(item_ids), subscription_id, price_id, 1, created])
     current_period = [_epoch_ms(period_start) // 1000, _epoch_ms(period_end) // 1000]
-    subscription_rows: list[list[object]] = [
-        [
-            sid,
-            cid,
-            "active",
-            "usd",
-            created,
-            created,
-            *current_period,
-            "",
-            "",
-            json.dumps({"plan_id": plan}),
-        ]
-        for sid, cid, plan, created in zip(
-            subscription_ids,
-            population.ids,
-            population.plans,
-            subscription_created.tolist(),
-            strict=True,
+    # Some customers are billed from the day they subscribed, as Stripe anchors a subscription
+    # by default (here at 00:00 UTC of that day: docs/pricing.md, Billing periods); the others
+    # on calendar months (no anchor). Drawn from a generator of their own, so that the rest of
+    # the data is what the seed gave before anchors existed.
+    anchored = anchor_rng.random(len(population.ids)) < ANCHORED_SHARE
+    anchor_days: dict[str, int] = {}
+    subscription_rows: list[list[object]] = []
+    for sid, cid, plan, created, is_anchored in zip(
+        subscription_ids,
+        population.ids,
+        population.plans,
+        subscription_created.tolist(),
+        anchored.tolist(),
+        strict=True,
+    ):
+        anchor: int | str = ""
+        period = current_period
+        if is_anchored:
+            anchor = created - created % 86_400
+            anchor_day = datetime.fromtimestamp(anchor, UTC).day
+            anchor_days[cid] = anchor_day
+            first, end = billing_period_of(last_day, anchor_day)
+            period = [_epoch_ms(first) // 1000, _epoch_ms(end) // 1000]
+        subscription_rows.append(
+            [
+                sid,
+                cid,
+                "active",
+                "usd",
+                created,
+                created,
+                *period,
+                "",
+                "",
+                json.dumps({"plan_id": plan}),
+                anchor,
+            ]
         )
-    ]
     if plan_change is not None:
-        _change_plan(plan_change, subscription_rows, item_rows, prices_by_plan, current_period)
+        _change_plan(plan_change, subscription_rows, item_rows, prices_by_plan)
 
     names = [
         f"{NAME_FIRST[a]} {NAME_SECOND[b]} {n + 1}"
@@ -969,9 +1005,12 @@ def _write_stripe_exports(
         with (stripe_dir / f"{name}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(
-                STRIPE_COLUMNS[name] + (STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ())
+                STRIPE_COLUMNS[name]
+                + STRIPE_OPTIONAL_COLUMNS.get(name, ())
+                + (STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ())
             )
             writer.writerows(rows)
+    return anchor_days
 
 
 def _change_plan(
@@ -979,10 +1018,10 @@ def _change_plan(
     subscription_rows: list[list[object]],
     item_rows: list[list[object]],
     prices_by_plan: dict[str, list[str]],
-    current_period: list[int],
 ) -> None:
     """End the customer's subscription at ``changed_at`` and add one on the new plan from the
-    same second."""
+    same second, with the same current period and billing-cycle anchor (as Stripe keeps them
+    through a plan change)."""
     (old,) = [row for row in subscription_rows if row[1] == change.customer_id]
     old[2] = "canceled"
     old[8] = old[9] = change.changed_at  # canceled_at, ended_at
@@ -994,10 +1033,11 @@ def _change_plan(
             "usd",
             change.changed_at,
             change.changed_at,
-            *current_period,
+            *old[6:8],  # current_period_start, current_period_end
             "",
             "",
             json.dumps({"plan_id": change.to_plan}),
+            old[11],  # billing_cycle_anchor
         ]
     )
     for item_id, price_id in zip(change.item_ids, prices_by_plan[change.to_plan], strict=True):

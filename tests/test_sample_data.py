@@ -30,11 +30,13 @@ from ingestion.sample_data import (
 )
 from ingestion.stripe_exports import (
     STRIPE_EXPORT_TABLES,
+    STRIPE_OPTIONAL_COLUMNS,
     STRIPE_PRICE_EXTRA_COLUMNS,
     load_stripe_exports,
 )
 from ingestion.usage_events import ingest_usage_day
 from orchestration.settings import DBT_PROJECT_DIR
+from pricing.periods import billing_period_of
 from pricing.price_book import load_price_book
 from pricing.stripe_prices import stripe_price_fields
 
@@ -406,7 +408,9 @@ def test_stripe_exports_match_the_price_book(
     stripe_dir = folder / "raw" / "stripe"
     for name, columns in STRIPE_EXPORT_TABLES.items():
         header = (stripe_dir / f"{name}.csv").read_text().splitlines()[0]
-        extra = STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ()
+        extra = STRIPE_OPTIONAL_COLUMNS.get(name, ()) + (
+            STRIPE_PRICE_EXTRA_COLUMNS if name == "prices" else ()
+        )
         assert header == ",".join(columns + extra), name
         for row in stripe[name]:
             assert STRIPE_ID.match(row["id"]), row
@@ -458,6 +462,7 @@ def test_stripe_exports_match_the_price_book(
     assert all(c["currency"] == "usd" and int(c["created"]) < start for c in customers.values())
     assert all(isinstance(json.loads(c["metadata"]), dict) for c in customers.values())
     subscriptions = {s["id"]: s for s in stripe["subscriptions"]}
+    summary_anchor_days = generated[1].billing_anchor_days
     # One subscription per customer, and one customer changed plan mid-range (manifest).
     (change,) = generated[1].plan_changes
     assert sorted(s["customer"] for s in subscriptions.values()) == sorted(
@@ -491,3 +496,22 @@ def test_stripe_exports_match_the_price_book(
             f"{plan_id}:{row['meter_id']}" for row in book if row["plan_id"] == plan_id
         }
         assert items[sub_id] == expected
+        # A billing-cycle anchor at 00:00 UTC of the subscription's first day, or none; the
+        # current period is the anchored one (calendar month without an anchor) holding the
+        # last day; a plan change keeps the anchor.
+        anchor_day = summary_anchor_days.get(sub["customer"])
+        if anchor_day is None:
+            assert sub["billing_cycle_anchor"] == ""
+        else:
+            anchor = int(sub["billing_cycle_anchor"])
+            assert anchor % 86_400 == 0
+            assert datetime.fromtimestamp(anchor, UTC).day == anchor_day
+        period = billing_period_of(
+            (datetime.fromtimestamp(start, UTC) + timedelta(days=DAYS - 1)).date(),
+            anchor_day or 1,
+        )
+        assert (int(sub["current_period_start"]), int(sub["current_period_end"])) == tuple(
+            int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) for d in period
+        )
+    assert 0 < len(summary_anchor_days) < CUSTOMERS
+    assert set(summary_anchor_days) <= set(customers)
