@@ -205,7 +205,11 @@ def summary() -> None:
 @app.command()
 def report(
     period: Annotated[
-        str, typer.Option("--period", help="Billing period: a calendar month (UTC), e.g. 2026-10.")
+        str,
+        typer.Option(
+            "--period",
+            help="A month (UTC), e.g. 2026-10: the billing periods that begin in it.",
+        ),
     ],
     output: Annotated[
         Path | None,
