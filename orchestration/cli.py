@@ -552,6 +552,12 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
             f"      {name:<26} {metric.meters:>3} meter(s) {metric.customers:>3} customers  "
             f"{metric.quantity_units:>16,} units {amount:>16}"
         )
+    cycles = figures.billing_anchor_days
+    anchored = ", ".join(f"{n} on day {day}" for day, n in cycles.items() if day != 1)
+    typer.echo(
+        f"  billing cycles:         {cycles.get(1, 0)} customer(s) on calendar months"
+        + (f", anchored: {anchored}" if anchored else "")
+    )
     for minimum in figures.minimum_spend:
         typer.echo(
             f"  minimum spend {minimum.period}:  {minimum.topped_up} of {minimum.customers} "

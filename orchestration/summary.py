@@ -110,6 +110,8 @@ class PipelineSummary:
     plan_changes: list[PlanChangeSummary] = field(default_factory=list)
     minimum_spend: list[MinimumSpendSummary] = field(default_factory=list)
     capped_customers: list[CappedCustomer] = field(default_factory=list)
+    # Customers by the day of the month their billing periods begin on (1: calendar months).
+    billing_anchor_days: dict[int, int] = field(default_factory=dict)
 
     @property
     def lines_conserved(self) -> bool:
@@ -143,6 +145,10 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         plan_changes = _plan_changes(conn)
         minimum_spend = _minimum_spend(conn)
         capped = _capped_customers(conn)
+        anchor_days = conn.execute(
+            "select billing_anchor_day, count(*) from int_customer_billing_cycles "
+            "group by 1 order by 1"
+        ).fetchall()
     assert counts is not None
     with Ledger.connect(ledger_url) as book:
         report = book.verify()
@@ -169,6 +175,7 @@ def collect_summary(warehouse_path: str, ledger_url: str) -> PipelineSummary:
         plan_changes=plan_changes,
         minimum_spend=minimum_spend,
         capped_customers=capped,
+        billing_anchor_days={int(day): int(n) for day, n in anchor_days},
     )
 
 
