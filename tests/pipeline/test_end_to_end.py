@@ -180,6 +180,8 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     # Spend caps: both customers far below their plan's cap; the summary counts them.
     figures = collect_summary(str(get_settings().warehouse_path), pipeline_env.ledger_url)
     assert figures.entitlement_states == {"ok": 2}
+    # The fixture's subscriptions carry no billing-cycle anchor: calendar months.
+    assert figures.billing_anchor_days == {1: 2}
     events = local_meter_events(stripe_server)
     assert len(events) == EXPECTED_METER_EVENTS
     sent: dict[tuple[str, str], int] = {}
