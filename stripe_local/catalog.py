@@ -4,6 +4,7 @@ listed as Stripe does, with its parameter checks and cursor pagination."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -11,6 +12,7 @@ import stripe.params as core_params
 from starlette.requests import Request
 from starlette.routing import Route
 
+from pricing.periods import anchored_day
 from stripe_local.errors import StripeError, new_id, not_found
 from stripe_local.params import (
     check_parameters,
@@ -24,7 +26,33 @@ from stripe_local.store import LocalStripeStore
 Action = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
 RouteMaker = Callable[..., list[Route]]
 Listing = Callable[[Request, list[dict[str, Any]], dict[str, Any], str], dict[str, Any]]
-MONTH_SECONDS = 30 * 86_400  # the local clock's billing period (Stripe uses calendar months)
+DAY_SECONDS = 86_400
+
+
+def _anchored_instant(year: int, month: int, anchor: int) -> int:
+    """The anchor's day of that month (its last day if shorter) at the anchor's time of day."""
+    anchor_at = datetime.fromtimestamp(anchor, UTC)
+    day = anchored_day(year, month, anchor_at.day)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) + (
+        anchor % DAY_SECONDS
+    )
+
+
+def subscription_period(at: int, anchor: int) -> tuple[int, int]:
+    """The billing period holding ``at`` for a monthly subscription anchored at ``anchor``, as
+    Stripe bills it: from the anchor's day of a month (the last day of a shorter month) at its
+    time of day, to the same in the next month. Before a future anchor, the first period runs
+    from ``at`` to the anchor (Stripe prorates it)."""
+    if anchor > at:
+        return at, anchor
+    moment = datetime.fromtimestamp(at, UTC)
+    year, month = moment.year, moment.month
+    start = _anchored_instant(year, month, anchor)
+    if start > at:
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        start = _anchored_instant(year, month, anchor)
+    next_year, next_month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return start, _anchored_instant(next_year, next_month, anchor)
 
 
 def _indexed(params: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -225,9 +253,12 @@ def catalog_routes(
         now = clock()
         subscription_id = new_id("sub")
         start = integer_param(params, "backdate_start_date", default=now)
+        # Stripe anchors the billing cycle at the start unless told otherwise.
+        anchor = integer_param(params, "billing_cycle_anchor", default=start)
         # Since API version 2025-03-31 the current period lives on each item, not on the
         # subscription.
-        period = {"current_period_start": start, "current_period_end": start + MONTH_SECONDS}
+        period_start, period_end = subscription_period(now, anchor)
+        period = {"current_period_start": period_start, "current_period_end": period_end}
         items = []
         for index, item in enumerate(_indexed(params, "items")):
             price = found("price", str(item.get("price")), f"items[{index}][price]")
@@ -246,6 +277,7 @@ def catalog_routes(
         subscription = {
             "id": subscription_id,
             "object": "subscription",
+            "billing_cycle_anchor": anchor,
             "canceled_at": None,
             "created": now,
             "currency": items[0]["price"]["currency"] if items else None,

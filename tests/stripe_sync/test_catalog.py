@@ -98,12 +98,13 @@ def test_the_catalog_is_pulled_page_by_page_into_export_files(
         assert conn.execute(
             "select metadata from stripe_raw.subscriptions where id = ?", [subscription.id]
         ).fetchone() == (json.dumps({"plan_id": "starter"}),)
-        # Stripe's billing_cycle_anchor is exported for the billing periods (the local Stripe
-        # sets none: calendar months).
+        # Stripe's billing_cycle_anchor (by default the start) is exported: the customer's
+        # billing periods follow it.
+        assert subscription["billing_cycle_anchor"] == subscription["start_date"]
         assert conn.execute(
             "select billing_cycle_anchor from stripe_raw.subscriptions where id = ?",
             [subscription.id],
-        ).fetchone() == (None,)
+        ).fetchone() == (str(subscription["billing_cycle_anchor"]),)
         # Current API versions keep the period on the items only; the export still has it.
         assert "current_period_start" not in subscription
         start, end = conn.execute(
