@@ -30,14 +30,6 @@ EXACT_PLACES = Decimal("0.000000000001")  # DECIMAL(38, 12), the money type of t
 LINE_TYPES = ("flat_fee", "proration_charge", "proration_credit")
 
 
-def billing_period(
-    at: datetime, anchor_day: int = CALENDAR_MONTH_ANCHOR_DAY
-) -> tuple[datetime, datetime]:
-    """The billing period that contains ``at``: start inclusive, end exclusive; calendar months
-    (UTC) unless the customer's billing cycle is anchored on another day (pricing.periods)."""
-    return billing_period_at(at, anchor_day)
-
-
 def prorated_fraction(fee_minor: int, *, seconds: int, period_seconds: int) -> Fraction:
     """The fee's share for ``seconds`` of a period of ``period_seconds``, exactly."""
     if not 0 <= seconds <= period_seconds or period_seconds <= 0:
@@ -123,11 +115,11 @@ def fee_periods(subscription: Subscription) -> list[tuple[datetime, datetime]]:
     if last is None:
         return []
     anchor_day = subscription.anchor_day
-    last_period_start = billing_period(last, anchor_day)[0]
+    last_period_start = billing_period_at(last, anchor_day)[0]
     periods = []
-    period_start = billing_period(starts, anchor_day)[0]
+    period_start = billing_period_at(starts, anchor_day)[0]
     while period_start <= last_period_start and (ends is None or period_start < ends):
-        period_end = billing_period(period_start, anchor_day)[1]
+        period_end = billing_period_at(period_start, anchor_day)[1]
         periods.append((period_start, period_end))
         period_start = period_end
     return periods
@@ -193,7 +185,7 @@ def plan_change_net(
 ) -> tuple[Fraction, Fraction]:
     """The credit for the unused time on the old fee and the charge for the remaining time on
     the new one, for a change at ``changed_at`` (exact)."""
-    start, end = billing_period(changed_at)
+    start, end = billing_period_at(changed_at)
     period_seconds, remaining = _seconds(start, end), _seconds(changed_at, end)
     credit = -prorated_fraction(old_fee_minor, seconds=remaining, period_seconds=period_seconds)
     charge = prorated_fraction(new_fee_minor, seconds=remaining, period_seconds=period_seconds)
@@ -270,7 +262,6 @@ __all__ = [
     "ExportedSubscription",
     "FeeLine",
     "Subscription",
-    "billing_period",
     "exact_minor",
     "fee_lines",
     "fee_periods",

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from pricing.periods import billing_period_at
 from pricing.prorations import (
     ExportedSubscription,
     FeeLine,
-    billing_period,
     fee_lines,
     subscriptions_from_export,
 )
@@ -167,7 +167,7 @@ def _instant(
     """A second after ``after``; sometimes exactly a period start, to hit the boundaries."""
     moment = after + timedelta(seconds=rng.randint(1, max_days * _DAY))
     if rng.random() < 0.2:
-        moment = billing_period(moment, anchor_day)[1]
+        moment = billing_period_at(moment, anchor_day)[1]
     return moment
 
 
@@ -187,7 +187,7 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
     )
     anchor_day = anchor_at.day if anchor_at else 1
     export_at = _EPOCH + timedelta(days=400) + timedelta(seconds=rng.randint(0, 60 * _DAY))
-    current_start, current_end = billing_period(export_at, anchor_day)
+    current_start, current_end = billing_period_at(export_at, anchor_day)
     customer = f"cus_{name}"
     started = _EPOCH + timedelta(seconds=rng.randint(0, 200 * _DAY))
     rows = []
@@ -199,7 +199,7 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
         if last and rng.random() < 0.3:
             trial_end = started + timedelta(seconds=rng.randint(1, 40 * _DAY))
             if rng.random() < 0.3:
-                trial_end = billing_period(trial_end, anchor_day)[1]
+                trial_end = billing_period_at(trial_end, anchor_day)[1]
             rows.append(
                 ExportedSubscription(
                     customer,
@@ -230,7 +230,7 @@ def random_fee_case(rng: random.Random, name: str) -> FeeCase:
             )
             break
         ended = _instant(rng, started, max_days=120, anchor_day=anchor_day)
-        period_start, period_end = billing_period(ended - timedelta(seconds=1), anchor_day)
+        period_start, period_end = billing_period_at(ended - timedelta(seconds=1), anchor_day)
         rows.append(
             ExportedSubscription(
                 customer,

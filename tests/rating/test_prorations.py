@@ -10,9 +10,9 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pricing.periods import billing_period_at
 from pricing.prorations import (
     ExportedSubscription,
-    billing_period,
     exact_minor,
     fee_lines,
     plan_change_net,
@@ -31,7 +31,7 @@ instants = st.integers(
 def change_lines(*, old_fee: int, new_fee: int, changed_at: datetime, since: datetime) -> list:
     """The fee lines of a customer whose subscription on ``old_fee`` (since ``since``) changes to
     one on ``new_fee`` at ``changed_at``, exported in the period of the change."""
-    period_start, period_end = billing_period(changed_at)
+    period_start, period_end = billing_period_at(changed_at)
     rows = [
         ExportedSubscription(
             "cus_a", "sub_old", "canceled", "old", since, changed_at, period_start, period_end
@@ -67,7 +67,7 @@ def test_stripes_example_ten_to_twenty_dollars_at_mid_period_is_five_dollars_mor
 def test_a_change_costs_the_new_plans_rest_of_period_minus_the_old_plans_unused_part(
     old_fee: int, new_fee: int, changed_at: datetime
 ) -> None:
-    start, end = billing_period(changed_at)
+    start, end = billing_period_at(changed_at)
     period_seconds = int((end - start).total_seconds())
     remaining = int((end - changed_at).total_seconds())
     lines = change_lines(
@@ -103,7 +103,7 @@ def test_a_change_costs_the_new_plans_rest_of_period_minus_the_old_plans_unused_
 def test_amounts_are_exact_decimals_and_round_like_the_true_fraction(
     fee: int, changed_at: datetime
 ) -> None:
-    start, end = billing_period(changed_at)
+    start, end = billing_period_at(changed_at)
     period_seconds = int((end - start).total_seconds())
     remaining = int((end - changed_at).total_seconds())
     for sign in (1, -1):
@@ -143,11 +143,11 @@ def test_no_fee_during_a_trial_and_the_rest_of_its_last_period_prorated(
     (subscription,) = subscriptions_from_export([row], {"p": fee})
     lines = fee_lines(subscription)
     # Billed through the period the export is in (the trial's start): only that period.
-    if fee == 0 or billing_period(trial_ends_at)[0] > billing_period(started_at)[0]:
+    if fee == 0 or billing_period_at(trial_ends_at)[0] > billing_period_at(started_at)[0]:
         assert lines == []
         return
     (line,) = lines
-    end = billing_period(started_at)[1]
+    end = billing_period_at(started_at)[1]
     assert line.line_type == "proration_charge"
     assert line.quantity_seconds == int((end - trial_ends_at).total_seconds())
 
@@ -161,7 +161,7 @@ def test_a_cancellation_refunds_nothing_unless_prorated(
     (subscription,) = subscriptions_from_export([row], {"p": fee}, prorate_cancellations=prorate)
     lines = fee_lines(subscription)
     credits = [line for line in lines if line.line_type == "proration_credit"]
-    if ended_at <= started_at or fee == 0 or ended_at == billing_period(ended_at)[0]:
+    if ended_at <= started_at or fee == 0 or ended_at == billing_period_at(ended_at)[0]:
         assert credits == []
     else:
         assert len(credits) == (1 if prorate else 0)
