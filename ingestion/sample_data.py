@@ -865,8 +865,6 @@ def _write_stripe_exports(
     # Products and prices exist before any customer subscribed.
     catalog_created = int(customer_created.min()) - 86_400 if len(population.ids) else start
     last_day = start_date + timedelta(days=days - 1)
-    period_start = last_day.replace(day=1)
-    period_end = (period_start + timedelta(days=32)).replace(day=1)
 
     products = [("platform_fee", "Platform fee")] + [
         (m["meter_id"], m["description"] or m["meter_id"]) for m in meters
@@ -927,7 +925,6 @@ def _write_stripe_exports(
     ):
         for price_id in prices_by_plan[plan_id]:
             item_rows.append([next(item_ids), subscription_id, price_id, 1, created])
-    current_period = [_epoch_ms(period_start) // 1000, _epoch_ms(period_end) // 1000]
     # Some customers are billed from the day they subscribed, as Stripe anchors a subscription
     # by default (here at 00:00 UTC of that day: docs/pricing.md, Billing periods); the others
     # on calendar months (no anchor). Drawn from a generator of their own, so that the rest of
@@ -944,13 +941,12 @@ def _write_stripe_exports(
         strict=True,
     ):
         anchor: int | str = ""
-        period = current_period
+        anchor_day = 1  # calendar months
         if is_anchored:
             anchor = created - created % 86_400
-            anchor_day = datetime.fromtimestamp(anchor, UTC).day
-            anchor_days[cid] = anchor_day
-            first, end = billing_period_of(last_day, anchor_day)
-            period = [_epoch_ms(first) // 1000, _epoch_ms(end) // 1000]
+            anchor_day = anchor_days[cid] = datetime.fromtimestamp(anchor, UTC).day
+        # The current period: the one holding the last day.
+        period = [_epoch_ms(day) // 1000 for day in billing_period_of(last_day, anchor_day)]
         subscription_rows.append(
             [
                 sid,
