@@ -12,7 +12,7 @@ import stripe.params as core_params
 from starlette.requests import Request
 from starlette.routing import Route
 
-from pricing.periods import anchored_day
+from pricing.periods import billing_period_of
 from stripe_local.errors import StripeError, new_id, not_found
 from stripe_local.params import (
     check_parameters,
@@ -29,15 +29,6 @@ Listing = Callable[[Request, list[dict[str, Any]], dict[str, Any], str], dict[st
 DAY_SECONDS = 86_400
 
 
-def _anchored_instant(year: int, month: int, anchor: int) -> int:
-    """The anchor's day of that month (its last day if shorter) at the anchor's time of day."""
-    anchor_at = datetime.fromtimestamp(anchor, UTC)
-    day = anchored_day(year, month, anchor_at.day)
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) + (
-        anchor % DAY_SECONDS
-    )
-
-
 def subscription_period(at: int, anchor: int) -> tuple[int, int]:
     """The billing period holding ``at`` for a monthly subscription anchored at ``anchor``, as
     Stripe bills it: from the anchor's day of a month (the last day of a shorter month) at its
@@ -45,14 +36,15 @@ def subscription_period(at: int, anchor: int) -> tuple[int, int]:
     from ``at`` to the anchor (Stripe prorates it)."""
     if anchor > at:
         return at, anchor
-    moment = datetime.fromtimestamp(at, UTC)
-    year, month = moment.year, moment.month
-    start = _anchored_instant(year, month, anchor)
-    if start > at:
-        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
-        start = _anchored_instant(year, month, anchor)
-    next_year, next_month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return start, _anchored_instant(next_year, next_month, anchor)
+    # Periods are pricing.periods' day-level periods, moved to the anchor's time of day.
+    time_of_day = anchor % DAY_SECONDS
+    anchor_day = datetime.fromtimestamp(anchor, UTC).day
+    day = datetime.fromtimestamp(at - time_of_day, UTC).date()
+    start, end = (
+        int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) + time_of_day
+        for d in billing_period_of(day, anchor_day)
+    )
+    return start, end
 
 
 def _indexed(params: dict[str, Any], name: str) -> list[dict[str, Any]]:
