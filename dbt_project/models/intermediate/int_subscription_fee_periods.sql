@@ -10,9 +10,9 @@
     - a subscription in status `trialing` is in its trial until `current_period_end` (Stripe sets
       the current period to the trial while trialing): no fee before then.
     Billing periods follow the customer's billing-cycle anchor (int_customer_billing_cycles;
-    calendar months without one), from 00:00 UTC of their first day. A subscription is billed for every period from the
-    one its fee starts in until it ends, through its current period as exported (the periods
-    Stripe has opened). The fee lines are in subscription_fee_lines; docs/pricing.md. -#}
+    calendar months without one), from 00:00 UTC of their first day. A subscription is billed
+    for every period from the one its fee starts in until it ends, through its current period
+    as exported (the periods Stripe has opened). The fee lines are in subscription_fee_lines; docs/pricing.md. -#}
 with subscriptions as (
     select * from {{ ref('stg_stripe__subscriptions') }}
 ),
