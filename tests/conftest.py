@@ -79,6 +79,7 @@ def pipeline_env(
 SHARED_FIXTURE_GROUPS = {
     "tests/rating/test_dbt_rating.py": "dbt_rated",
     "tests/rating/test_pricing_doc.py": "dbt_rated",
+    "tests/rating/test_invoice_properties.py": "dbt_rated",
     "tests/rating/test_fee_lines.py": "fee_lines",
     "tests/reliability/test_reruns.py": "clean_baseline",
     "tests/reliability/test_stripe_fault_rates.py": "clean_baseline",

@@ -8,7 +8,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 from pricing.charges import UsageDay, billable_units, daily_amounts, period_amount
@@ -49,6 +49,19 @@ class ExpectedDay:
     amount_minor: Decimal
 
 
+@dataclass(frozen=True)
+class InvoiceTerms:
+    """What a case's invoices hold besides its usage line: the plan's minimum spend, fee lines
+    (as subscription_fee_lines gives them) and credit applied to the usage (as the ledger step
+    records it), so that the invoice marts can be checked on random cases too."""
+
+    minimum_spend_minor: Decimal  # 0: no minimum
+    # (billing period start, line type, exact amount): flat fees and prorations.
+    fee_lines: tuple[tuple[date, str, Decimal], ...]
+    # (usage date, exact amount) per application; returns of credit are negative.
+    credit_applications: tuple[tuple[date, Decimal], ...]
+
+
 @dataclass
 class Case:
     name: str
@@ -56,6 +69,7 @@ class Case:
     tier_rows: list[dict[str, str]]
     usage: list[UsageRow]
     expected: list[ExpectedDay] = field(default_factory=list)
+    invoice: InvoiceTerms | None = None
 
     @property
     def plan_meter(self) -> tuple[str, str]:
@@ -277,6 +291,52 @@ def random_case(rng: random.Random, number: int) -> Case:
     return Case(name=f"random_{number}", charge_rows=charge_rows, tier_rows=tier_rows, usage=usage)
 
 
+def random_invoice_terms(rng: random.Random, case: Case) -> InvoiceTerms:
+    """A minimum spend half the time, zero to three fee lines a period, and credit applied to a
+    share (none to all) of each period's rated usage, some of it returned again."""
+    periods: dict[date, list[ReferenceDay]] = {}
+    for day in reference_rating(case):
+        periods.setdefault(day.usage_date.replace(day=1), []).append(day)
+    fee_lines = []
+    credit_applications = []
+    for period_start, days in periods.items():
+        for line_type in rng.sample(["flat_fee", "proration_charge", "proration_credit"], 2):
+            if rng.random() < 0.5:
+                amount = Decimal(rng.randint(1, 10**14)).scaleb(-12)  # up to 100.00, 12 places
+                fee_lines.append(
+                    (
+                        period_start,
+                        line_type,
+                        -amount if line_type == "proration_credit" else amount,
+                    )
+                )
+        usage_exact = sum((day.amount_minor for day in days), Decimal(0))
+        share = Decimal(rng.choice([0, 1, 3, 8])) / 8
+        credit = (usage_exact * share).quantize(Decimal("1e-12"), rounding=ROUND_DOWN)
+        if credit > 0:
+            first = (credit * Decimal(rng.randint(0, 100)) / 100).quantize(
+                Decimal("1e-12"), rounding=ROUND_DOWN
+            )
+            returned = Decimal(rng.randint(0, 500)).scaleb(-2)
+            credit_applications += [
+                (days[0].usage_date, first + returned),
+                (days[-1].usage_date, credit - first),
+                (days[-1].usage_date, -returned),
+            ]
+    minimum = Decimal(rng.randint(1, 10**8)).scaleb(-2) if rng.random() < 0.5 else Decimal(0)
+    return InvoiceTerms(
+        minimum_spend_minor=minimum,
+        fee_lines=tuple(fee_lines),
+        credit_applications=tuple(credit_applications),
+    )
+
+
 def random_cases(seed: int, count: int) -> list[Case]:
     rng = random.Random(seed)
-    return [random_case(rng, number) for number in range(count)]
+    cases = [random_case(rng, number) for number in range(count)]
+    # Its own stream, so that adding invoice terms left the cases' price books and usage as
+    # they were.
+    invoice_rng = random.Random(f"{seed}:invoices")
+    for case in cases:
+        case.invoice = random_invoice_terms(invoice_rng, case)
+    return cases
