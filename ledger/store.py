@@ -6,6 +6,7 @@ per account, guarded accounts); this module adds idempotency by key and content 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -242,7 +243,14 @@ class Ledger:
     ) -> dict[str, int]:
         """One attempt in one database transaction; returns the ids of the keys it wrote."""
         with self._conn.transaction(), self._conn.cursor() as cursor:
-            stored = _stored_hashes(cursor, [t.key for t in batch])
+            keys = sorted({t.key for t in batch})
+            present, digest = _stored_digest(cursor, keys)
+            if (
+                present == len(keys) == len(batch)  # (a key twice in a batch: checked below)
+                and digest == _batch_digest(batch, keys)
+            ):
+                return {}  # all posted before, with this content: a replay
+            stored = _stored_hashes(cursor, keys) if present else {}
             new = _not_posted_yet(batch, stored)
             if not new:
                 return {}
@@ -506,6 +514,28 @@ def _ensure_accounts(cursor: psycopg.Cursor, account_currency: dict[str, str]) -
             "for no key update",
             [guarded],
         )
+
+
+def _stored_digest(cursor: psycopg.Cursor, keys: Sequence[str]) -> tuple[int, bytes | None]:
+    """How many of ``keys`` are posted, and a sha256 over their keys and content hashes in key
+    order: one row back instead of one per key, so a replayed batch costs one pass of index
+    lookups (``_batch_digest`` is the same over the batch)."""
+    row = cursor.execute(
+        "select count(*), sha256(convert_to(string_agg(transaction_key || ':' || content_hash, "
+        "',' order by transaction_key collate \"C\"), 'UTF8')) "
+        "from ledger.transactions where transaction_key = any(%b)",
+        [list(keys)],
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), None if row[1] is None else bytes(row[1])
+
+
+def _batch_digest(batch: Sequence[Transaction], keys: Sequence[str]) -> bytes:
+    """``_stored_digest`` of the batch's own content: equal when every key is stored with it.
+    ``keys`` are the batch's keys sorted (code point order is UTF-8 byte order, "C")."""
+    hash_of = {t.key: t.content_hash() for t in batch}
+    text = ",".join([f"{key}:{hash_of[key]}" for key in keys])
+    return hashlib.sha256(text.encode()).digest()
 
 
 def _stored_hashes(cursor: psycopg.Cursor, keys: Sequence[str]) -> dict[str, str]:

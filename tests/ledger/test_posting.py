@@ -64,6 +64,21 @@ def test_a_key_twice_in_one_batch_is_posted_once(book: Ledger) -> None:
     assert book.verify().transactions == 1
 
 
+def test_a_whole_batch_replayed_is_a_no_op_unless_one_transaction_differs(book: Ledger) -> None:
+    batch = [transfer(f"t{n}", "a", "b", str(n)) for n in range(1, 6)]
+    assert book.post_many(batch) == PostResult(created=5, existing=0)
+    # Every key posted with this content: the replay is settled by one digest of the batch.
+    assert book.post_many(reversed(batch)) == PostResult(created=0, existing=5)
+    # Every key posted, one with other content (or a key twice, differing): refused, naming it.
+    changed = [*batch[:2], transfer("t3", "a", "b", "3.01"), *batch[3:]]
+    with pytest.raises(LedgerConflictError, match="t3"):
+        book.post_many(changed)
+    with pytest.raises(LedgerConflictError, match="t5"):
+        book.post_many([*batch[:4], transfer("t5", "a", "b", "6"), batch[4]])
+    assert book.verify().transactions == 5
+    assert book.balance("a", "usd") == 15
+
+
 def test_same_key_other_content_is_refused_and_nothing_is_written(book: Ledger) -> None:
     book.post_many([transfer("t1", "a", "b", "1")])
     before = book.verify()
