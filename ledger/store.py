@@ -220,10 +220,10 @@ class Ledger:
         if not batch:
             return PostResult(created=0, existing=0)
         batch.sort(key=lambda transaction: transaction.key)
-        account_currency = _account_currencies(batch)
+        keys = list(dict.fromkeys(transaction.key for transaction in batch))  # sorted, once each
         for attempt in range(1, MAX_RACE_RETRIES + 1):
             try:
-                new_ids = self._post_once(batch, account_currency)
+                new_ids = self._post_once(batch, keys)
                 break
             except psycopg.errors.UniqueViolation as error:
                 # A concurrent writer committed one of our keys between our look and our write
@@ -238,26 +238,23 @@ class Ledger:
                 raise
         return PostResult(created=len(new_ids), existing=len(batch) - len(new_ids))
 
-    def _post_once(
-        self, batch: Sequence[Transaction], account_currency: dict[str, str]
-    ) -> dict[str, int]:
-        """One attempt in one database transaction; returns the ids of the keys it wrote."""
+    def _post_once(self, batch: Sequence[Transaction], keys: Sequence[str]) -> dict[str, int]:
+        """One attempt in one database transaction; returns the ids of the keys it wrote.
+        ``batch`` is sorted by key; ``keys`` are its keys, once each."""
         with self._conn.transaction(), self._conn.cursor() as cursor:
-            keys = sorted({t.key for t in batch})
-            present, digest = _stored_digest(cursor, keys)
-            if (
-                present == len(keys) == len(batch)  # (a key twice in a batch: checked below)
-                and digest == _batch_digest(batch, keys)
-            ):
-                return {}  # all posted before, with this content: a replay
-            stored = _stored_hashes(cursor, keys) if present else {}
+            keys_digest = _keys_digest(keys)
+            posted_content = _posted_batch_content(cursor, keys_digest)
+            if posted_content is not None and posted_content == _content_digest(batch):
+                return {}  # this very batch was posted before: a replay
+            stored = _stored_hashes(cursor, keys)
             new = _not_posted_yet(batch, stored)
             if not new:
                 return {}
-            _ensure_accounts(cursor, account_currency)
+            _ensure_accounts(cursor, _account_currencies(batch))
             new_ids = _copy_transactions(cursor, new)
             crash_point("ledger.mid_batch")
             _insert_entries(cursor, new, new_ids)
+            _record_posted_batch(cursor, keys_digest, _content_digest(batch), len(new))
             return new_ids
 
     def cause_totals(
@@ -516,26 +513,45 @@ def _ensure_accounts(cursor: psycopg.Cursor, account_currency: dict[str, str]) -
         )
 
 
-def _stored_digest(cursor: psycopg.Cursor, keys: Sequence[str]) -> tuple[int, bytes | None]:
-    """How many of ``keys`` are posted, and a sha256 over their keys and content hashes in key
-    order: one row back instead of one per key, so a replayed batch costs one pass of index
-    lookups (``_batch_digest`` is the same over the batch)."""
+def _keys_digest(keys: Sequence[str]) -> bytes:
+    """sha256 of a batch's keys, sorted, each after its length (so that no two lists of keys
+    read the same): the batch's name in ``ledger.posted_batches``."""
+    return hashlib.sha256("".join([f"{len(key)}:{key}" for key in keys]).encode()).digest()
+
+
+def _content_digest(batch: Sequence[Transaction]) -> bytes:
+    """sha256 of the content hashes of a batch sorted by key (each hash covers its key and
+    content). A key twice with the same content counts once; twice with other content, it
+    has two hashes, and so a digest no posted batch has (such a batch cannot be posted)."""
+    hashes: list[str] = []
+    previous_key, previous_hash = None, None
+    for transaction in batch:
+        content_hash = transaction.content_hash()
+        if transaction.key != previous_key or content_hash != previous_hash:
+            hashes.append(content_hash)
+        previous_key, previous_hash = transaction.key, content_hash
+    return hashlib.sha256("".join(hashes).encode()).digest()
+
+
+def _posted_batch_content(cursor: psycopg.Cursor, keys_digest: bytes) -> bytes | None:
     row = cursor.execute(
-        "select count(*), sha256(convert_to(string_agg(transaction_key || ':' || content_hash, "
-        "',' order by transaction_key collate \"C\"), 'UTF8')) "
-        "from ledger.transactions where transaction_key = any(%b)",
-        [list(keys)],
+        "select content_digest from ledger.posted_batches where keys_digest = %s",
+        [keys_digest],
     ).fetchone()
-    assert row is not None
-    return int(row[0]), None if row[1] is None else bytes(row[1])
+    return None if row is None else bytes(row[0])
 
 
-def _batch_digest(batch: Sequence[Transaction], keys: Sequence[str]) -> bytes:
-    """``_stored_digest`` of the batch's own content: equal when every key is stored with it.
-    ``keys`` are the batch's keys sorted (code point order is UTF-8 byte order, "C")."""
-    hash_of = {t.key: t.content_hash() for t in batch}
-    text = ",".join([f"{key}:{hash_of[key]}" for key in keys])
-    return hashlib.sha256(text.encode()).digest()
+def _record_posted_batch(
+    cursor: psycopg.Cursor, keys_digest: bytes, content: bytes, transactions: int
+) -> None:
+    """Note the batch as posted, in the database transaction that wrote it. The same keys with
+    other content cannot have been posted (their transactions would conflict), so a row already
+    there has this content."""
+    cursor.execute(
+        "insert into ledger.posted_batches (keys_digest, content_digest, transactions) "
+        "values (%s, %s, %s) on conflict (keys_digest) do nothing",
+        [keys_digest, content, transactions],
+    )
 
 
 def _stored_hashes(cursor: psycopg.Cursor, keys: Sequence[str]) -> dict[str, str]:

@@ -66,6 +66,9 @@ def test_a_posted_transaction_cannot_gain_entries(book: Ledger, raw: psycopg.Con
         "truncate ledger.transactions cascade",
         "truncate ledger.accounts cascade",
         "update ledger.entries set amount_minor = amount_minor where false",  # even no rows
+        "update ledger.posted_batches set transactions = 2",
+        "delete from ledger.posted_batches",
+        "truncate ledger.posted_batches",
     ],
 )
 def test_posted_rows_never_change(book: Ledger, raw: psycopg.Connection, statement: str) -> None:
@@ -74,6 +77,21 @@ def test_posted_rows_never_change(book: Ledger, raw: psycopg.Connection, stateme
     with pytest.raises(errors.RaiseException, match="append-only"), raw.transaction():
         raw.execute(statement)
     assert book.verify() == before
+
+
+def test_a_batch_is_recorded_as_posted_only_with_its_transactions(
+    book: Ledger, raw: psycopg.Connection
+) -> None:
+    """A row of posted_batches makes a replay a no-op, so a client cannot write one on its own
+    (which would have a batch skipped, never posted)."""
+    forged = (
+        "insert into ledger.posted_batches (keys_digest, content_digest, transactions) "
+        "values (%s, %s, 1)"
+    )
+    with pytest.raises(errors.InsufficientPrivilege, match="posted_batches"), raw.transaction():
+        raw.execute(forged, [b"k" * 32, b"c" * 32])
+    book.post_many([transfer("t1", "a", "b", "1")])
+    assert raw.execute("select transactions from ledger.posted_batches").fetchall() == [(1,)]
 
 
 def test_an_entry_must_be_in_its_accounts_currency(book: Ledger, raw: psycopg.Connection) -> None:

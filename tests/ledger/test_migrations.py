@@ -80,6 +80,7 @@ def test_the_shipped_migrations_are_numbered_without_gaps() -> None:
         "0006",
         "0007",
         "0008",
+        "0009",
     ]
 
 
