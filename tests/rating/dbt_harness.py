@@ -100,6 +100,17 @@ class RatingBuild:
     rated: dict[str, list[RatedRow]]
     invoice_lines: dict[str, list[InvoiceLineRow]]
     invoice_credits: dict[str, list[InvoiceCreditRow]]
+    warehouse: Path  # the scratch warehouse (its file name is the database name in the SQL)
+    compiled_models: Path  # dbt's compiled SQL of the project's models, as built
+
+    def compiled_sql(self, model: str) -> str:
+        """A model's SELECT as dbt compiled it for this build (relations fully qualified)."""
+        (path,) = [
+            path
+            for path in self.compiled_models.rglob(f"{model}.sql")
+            if not any(part.endswith(".yml") for part in path.parts)  # (tests' compiled SQL)
+        ]
+        return path.read_text()
 
 
 class DbtFailed(AssertionError):
@@ -275,4 +286,6 @@ def rate_cases(cases: Sequence[Case], work_dir: Path) -> RatingBuild:
             case.name: [InvoiceCreditRow(*row) for row in credit_rows.get(customer, [])]
             for customer, case in names.items()
         },
+        warehouse=path,
+        compiled_models=work_dir / "dbt_target" / "compiled" / "meterbook" / "models",
     )

@@ -11,13 +11,20 @@ line; charges = credit applied + amount due, with nothing ever due below zero.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
-from pricing.charges import minimum_top_up
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pricing.charges import Charge, UsageDay, daily_amounts, minimum_top_up
 from pricing.prorations import round_to_minor_units
 from tests.rating.cases import Case, reference_rating
-from tests.rating.dbt_harness import RatingBuild
+from tests.rating.dbt_harness import INPUT_TABLES, RatingBuild
+from tests.rating.test_charge_properties import charges, usage_days
 
 Line = tuple[str, Decimal]  # (line type, exact amount)
 
@@ -139,3 +146,195 @@ def test_charges_are_credit_applied_plus_amount_due_and_nothing_is_due_below_zer
             row.credit_applied_minor + row.amount_due_minor for row in rows
         )
     assert credited_lines >= 50
+
+
+# --- hypothesis, on the compiled SQL of the invoice models ------------------------------------
+#
+# The same properties on price books, usage, fees, minimums and credit drawn by hypothesis: the
+# SQL dbt compiled for `minimum_spend_period`, `invoice_lines` and `invoice_credits` in the build
+# above runs on each example's rows in an in-memory DuckDB (milliseconds, where a dbt build takes
+# seconds), with the Python reference's daily amounts as `billable_usage_daily`.
+
+PERIOD = date(2026, 10, 1)
+PERIOD_END = date(2026, 11, 1)
+INVOICE_INPUTS = {
+    "billable_usage_daily": (
+        "customer_id varchar, meter_id varchar, plan_id varchar, usage_date date, "
+        "billing_period_start_date date, currency varchar, quantity_units hugeint, "
+        "amount_minor_exact decimal(38, 12), is_priced boolean"
+    ),
+    "customer_billing_periods": (
+        "customer_id varchar, billing_period_start_date date, billing_period_end_date date, "
+        "billing_anchor_day integer"
+    ),
+    "int_customer_plan_days": (
+        "customer_id varchar, subscription_id varchar, plan_id varchar, currency varchar, "
+        "valid_from_date date, valid_to_date date"
+    ),
+    "price_book_plans": (
+        "plan_id varchar, plan_name varchar, currency varchar, monthly_fee_minor bigint, "
+        "minimum_spend_minor decimal(24, 12)"
+    ),
+    "subscription_fee_lines": INPUT_TABLES["subscription_fee_lines"],
+    "stg_billing__credit_applications": INPUT_TABLES["stg_billing__credit_applications"],
+}
+
+
+@dataclass(frozen=True)
+class MeterUsage:
+    meter_id: str
+    charge: Charge
+    days: list[tuple[int, int]]  # (units, events) per day from the 1st
+
+
+@dataclass(frozen=True)
+class CustomerInvoice:
+    customer_id: str
+    meters: list[MeterUsage]
+    minimum_spend_minor: Decimal
+    fee_lines: list[tuple[str, Decimal]]
+    credit_shares: list[Decimal]  # per meter: the share of its usage paid by credit
+
+    def daily_amounts(self, meter: MeterUsage) -> list[Decimal]:
+        return daily_amounts(
+            [UsageDay(used_units=u, charge=meter.charge, event_count=e) for u, e in meter.days]
+        )
+
+
+exact_amounts = st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False)
+
+
+@st.composite
+def customer_invoices(draw: st.DrawFn, number: int) -> CustomerInvoice:
+    meter_count = draw(st.integers(min_value=1, max_value=3))
+    meters = [
+        MeterUsage(f"m{index}", draw(charges()), draw(usage_days.map(lambda days: days[:28])))
+        for index in range(meter_count)
+    ]
+    fee_lines = [
+        (kind, -amount if kind == "proration_credit" else amount)
+        for kind, amount in draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["flat_fee", "proration_charge", "proration_credit"]),
+                    exact_amounts.filter(lambda amount: amount > 0),
+                ),
+                max_size=3,
+                unique_by=lambda line: line[0],
+            )
+        )
+    ]
+    return CustomerInvoice(
+        customer_id=f"cus_{number}",
+        meters=meters,
+        minimum_spend_minor=draw(st.one_of(st.just(Decimal(0)), exact_amounts)),
+        fee_lines=fee_lines,
+        credit_shares=[
+            draw(st.decimals(min_value=0, max_value=1, places=4)) for _ in range(meter_count)
+        ],
+    )
+
+
+def _invoice_tables(customers: list[CustomerInvoice]) -> dict[str, list[tuple]]:
+    tables: dict[str, list[tuple]] = {name: [] for name in INVOICE_INPUTS}
+    for customer in customers:
+        plan = f"plan_{customer.customer_id}"
+        tables["customer_billing_periods"].append((customer.customer_id, PERIOD, PERIOD_END, 1))
+        tables["int_customer_plan_days"].append(
+            (customer.customer_id, "sub", plan, "usd", date(2000, 1, 1), date(9999, 12, 31))
+        )
+        tables["price_book_plans"].append((plan, plan, "usd", 0, customer.minimum_spend_minor))
+        for kind, amount in customer.fee_lines:
+            tables["subscription_fee_lines"].append(
+                (customer.customer_id, "sub", PERIOD, kind, plan, "usd", 0, 0, amount)
+            )
+        for meter, share in zip(customer.meters, customer.credit_shares, strict=True):
+            amounts = customer.daily_amounts(meter)
+            for offset, ((units, _), amount) in enumerate(zip(meter.days, amounts, strict=True)):
+                tables["billable_usage_daily"].append(
+                    (
+                        customer.customer_id,
+                        meter.meter_id,
+                        plan,
+                        PERIOD + timedelta(offset),
+                        PERIOD,
+                        "usd",
+                        units,
+                        amount,
+                        True,
+                    )
+                )
+            credit = (sum(amounts, Decimal(0)) * share).quantize(
+                Decimal("1e-12"), rounding=ROUND_DOWN
+            )
+            if credit > 0:
+                tables["stg_billing__credit_applications"].append(
+                    ("g", customer.customer_id, meter.meter_id, PERIOD, PERIOD, "usd", credit)
+                )
+    return tables
+
+
+@pytest.fixture(scope="module")
+def invoice_sql(dbt_build: RatingBuild) -> tuple[str, list[tuple[str, str]]]:
+    """The database name the compiled SQL qualifies relations with, and the models' SQL in
+    build order."""
+    models = ["minimum_spend_period", "invoice_lines", "invoice_credits"]
+    return dbt_build.warehouse.stem, [(m, dbt_build.compiled_sql(m)) for m in models]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=4).flatmap(
+        lambda count: st.tuples(*[customer_invoices(number) for number in range(count)])
+    )
+)
+def test_random_invoices_add_up_in_the_compiled_sql(
+    invoice_sql: tuple[str, list[tuple[str, str]]], customers: tuple[CustomerInvoice, ...]
+) -> None:
+    database, models = invoice_sql
+    with duckdb.connect() as conn:
+        conn.execute(f"attach ':memory:' as {database}")
+        conn.execute(f"use {database}")
+        for name, rows in _invoice_tables(list(customers)).items():
+            conn.execute(f"create table main.{name} ({INVOICE_INPUTS[name]})")
+            if rows:
+                marks = ", ".join("?" for _ in rows[0])
+                conn.executemany(f"insert into main.{name} values ({marks})", rows)
+        for name, sql in models:
+            conn.execute(f"create table main.{name} as {sql}")
+        lines = conn.execute(
+            "select customer_id, line_type, line_id, amount_minor_exact, amount_minor, "
+            "rounding_minor from main.invoice_lines order by all"
+        ).fetchall()
+        credits = conn.execute(
+            "select customer_id, meter_id, usage_amount_minor, credit_applied_minor_exact, "
+            "credit_applied_minor, amount_due_minor from main.invoice_credits order by all"
+        ).fetchall()
+
+    for customer in customers:
+        usage = {m.meter_id: sum(customer.daily_amounts(m), Decimal(0)) for m in customer.meters}
+        expected = [("usage", meter_id, amount) for meter_id, amount in usage.items()]
+        expected += [(kind, "sub", amount) for kind, amount in customer.fee_lines]
+        top_up = minimum_top_up(
+            minimum_spend_minor=customer.minimum_spend_minor,
+            usage_amount_minor=sum(usage.values(), Decimal(0)),
+        )
+        if customer.minimum_spend_minor > 0 and top_up > 0:
+            expected.append(("minimum_top_up", f"plan_{customer.customer_id}", top_up))
+        rows = [row[1:] for row in lines if row[0] == customer.customer_id]
+        assert sorted(row[:3] for row in rows) == sorted(expected)
+        for _, _, exact, rounded, rounding in rows:
+            assert rounded == round_to_minor_units(exact)
+            assert rounding == rounded - exact
+        total = sum(row[3] for row in rows)
+        assert total == sum(round_to_minor_units(amount) for *_, amount in expected)
+        assert total == sum(row[2] for row in rows) + sum(row[4] for row in rows)
+
+        for _, meter_id, usage_minor, credit_exact, credit_minor, due in (
+            row for row in credits if row[0] == customer.customer_id
+        ):
+            assert 0 <= credit_exact <= usage[meter_id]
+            assert usage_minor == round_to_minor_units(usage[meter_id])
+            assert credit_minor == round_to_minor_units(credit_exact)
+            assert usage_minor == credit_minor + due
+            assert due >= 0
