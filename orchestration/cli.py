@@ -574,8 +574,13 @@ def _print_summary(settings: Settings, *, stripe_events: int | None) -> None:
         "  spend caps (last day):  "
         + ", ".join(f"{state} {states.get(state, 0):,}" for state in ("ok", "warning", "capped"))
     )
+    typer.echo(f"  spend caps reached:     {len(figures.capped_customers):,} customer-period(s)")
     for capped in figures.capped_customers:
-        typer.echo(f"      {capped.customer_id}  capped since {capped.capped_from}")
+        typer.echo(
+            f"      {capped.customer_id}  capped from {capped.capped_from} in the period "
+            f"from {capped.period_start}"
+            + (" (still capped on the last day)" if capped.capped_last_day else "")
+        )
     for credit in figures.credits:
         typer.echo(
             f"  credit grants:          {credit.grants:,}: "

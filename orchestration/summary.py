@@ -86,7 +86,9 @@ class MinimumSpendSummary:
 @dataclass(frozen=True)
 class CappedCustomer:
     customer_id: str
-    capped_from: str  # first day of the period the spend cap was reached
+    period_start: str  # the billing period in which the spend cap was reached
+    capped_from: str  # the first day of that period on which it was
+    capped_last_day: bool  # still capped on the customer's last rated day
 
 
 @dataclass(frozen=True)
@@ -253,23 +255,25 @@ def _minimum_spend(conn: duckdb.DuckDBPyConnection) -> list[MinimumSpendSummary]
 
 
 def _capped_customers(conn: duckdb.DuckDBPyConnection) -> list[CappedCustomer]:
-    """Customers capped on their last rated day, with the day the cap was first reached in
-    that period."""
+    """Every billing period in which a customer reached their spend cap, from the first day it
+    was reached: a cap reached in an earlier period of the run counts too (on the first day of
+    a new period the spend starts again from zero)."""
     rows = conn.execute(
         """
         with last_day as (
-            select customer_id, arg_max(entitlement_state, usage_date) as state,
-                   arg_max(billing_period_start_date, usage_date) as period
+            select customer_id, max(usage_date) as usage_date
             from customer_entitlements_daily group by 1
         )
-        select e.customer_id, strftime(min(e.usage_date), '%Y-%m-%d')
+        select e.customer_id, strftime(e.billing_period_start_date, '%Y-%m-%d'),
+               strftime(min(e.usage_date), '%Y-%m-%d'), bool_or(e.usage_date = l.usage_date)
         from customer_entitlements_daily e
-        join last_day l on l.customer_id = e.customer_id and l.period = e.billing_period_start_date
-        where l.state = 'capped' and e.entitlement_state = 'capped'
-        group by 1 order by 2, 1
+        join last_day l on l.customer_id = e.customer_id
+        where e.entitlement_state = 'capped'
+        group by e.customer_id, e.billing_period_start_date
+        order by 3, 1
         """
     ).fetchall()
-    return [CappedCustomer(customer, day) for customer, day in rows]
+    return [CappedCustomer(*row) for row in rows]
 
 
 def _credit_summaries(conn: duckdb.DuckDBPyConnection) -> list[CreditSummary]:
