@@ -355,16 +355,14 @@ def _lag(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> list[LagDay]
         for row in conn.execute(
             """
             with in_period as (
-                select lag.*, coalesce(meters.model, lag.meter_id) as model
-                from metering_lag_daily as lag
-                left join price_book_meters as meters on lag.meter_id = meters.meter_id
-                where lag.usage_date >= ? and lag.usage_date < ?
+                select * from metering_lag_daily
+                where usage_date >= ? and usage_date < ?
             ),
 
-            -- Event counts are per model, repeated on each of its meters: count them once.
+            -- Each event once (metering_lag_daily counts it for every meter that reads it).
             events as (
-                select usage_date, sum(events) as events
-                from (select distinct usage_date, model, events from in_period)
+                select usage_date, sum(event_count) as events from int_usage_daily
+                where usage_date in (select usage_date from in_period)
                 group by usage_date
             )
 

@@ -67,7 +67,7 @@ WAREHOUSE_NATURAL_KEYS = (
         "main.int_unmetered_usage_daily",
         ("customer_id", "usage_date", "event_type", "model", "request_kind", "tool"),
     ),
-    NaturalKey("main.int_event_lag_daily", ("usage_date", "model")),
+    NaturalKey("main.int_meter_event_lag_daily", ("usage_date", "meter_id")),
     NaturalKey("main.int_customer_plan_days", ("subscription_id",)),
     NaturalKey("main.billable_usage_daily", ("customer_id", "meter_id", "usage_date")),
     NaturalKey(

@@ -1,12 +1,12 @@
 {#- How long usage takes to become money, per usage date and meter: occurred -> received (per
-    event), end of the usage day -> first ledger posting of the slot (billed), and billed ->
-    first accepted by Stripe (sent), each as p50 / p95 / p99 / max in seconds. -#}
+    event the meter reads), end of the usage day -> first ledger posting of the slot (billed),
+    and billed -> first accepted by Stripe (sent), each as p50 / p95 / p99 / max in seconds. -#}
 with event_lag as (
-    select * from {{ ref('int_event_lag_daily') }}
+    select * from {{ ref('int_meter_event_lag_daily') }}
 ),
 
 meters as (
-    select meter_id, model from {{ ref('price_book_meters') }}
+    select meter_id from {{ ref('price_book_meters') }}
 ),
 
 slots_billed as (
@@ -65,4 +65,4 @@ from per_meter
 inner join meters on per_meter.meter_id = meters.meter_id
 left join event_lag
     on per_meter.usage_date = event_lag.usage_date
-    and meters.model = event_lag.model
+    and per_meter.meter_id = event_lag.meter_id
