@@ -42,6 +42,19 @@ def _period_of(
     return billing_period_of(day, anchor_day)
 
 
+def _anchor_days(snapshot: Snapshot) -> dict[str, int]:
+    """Every customer's billing anchor day (none in a snapshot published before cycles were:
+    calendar months)."""
+    if not snapshot.has("customer_billing_cycles"):
+        return {}
+    return {
+        row["customer_id"]: int(row["billing_anchor_day"])
+        for row in snapshot.rows(
+            "select customer_id, billing_anchor_day from customer_billing_cycles"
+        )
+    }
+
+
 # --- a customer's state -----------------------------------------------------------------------
 
 
@@ -492,13 +505,25 @@ def anomalies(snapshot: Snapshot, since: date | None, limit: int) -> dict[str, A
         )
     discrepancies: list[dict[str, Any]] = []
     if snapshot.has("reconciliation_discrepancies"):
-        # Per invoice charge (customer, period, meter): since = periods that end after it.
-        discrepancies = snapshot.rows(
+        # Per invoice charge (customer, period, meter): since = periods that end after it, by
+        # each customer's own cycle (a period lasts at most 31 days: the SQL keeps a superset).
+        candidates = snapshot.rows(
             "select * from reconciliation_discrepancies where cast(? as date) is null "
-            "or billing_period_start_date > cast(? as date) - interval 1 month "
-            "order by billing_period_start_date desc, customer_id, meter_id limit ?",
-            [since, since, limit],
+            "or billing_period_start_date > cast(? as date) - interval 31 days "
+            "order by billing_period_start_date desc, customer_id, meter_id",
+            [since, since],
         )
+        anchor_days = _anchor_days(snapshot)
+        discrepancies = [
+            row
+            for row in candidates
+            if since is None
+            or billing_period_of(
+                row["billing_period_start_date"],
+                anchor_days.get(row["customer_id"], CALENDAR_MONTH_ANCHOR_DAY),
+            )[1]
+            > since
+        ][:limit]
     return {
         "as_of": snapshot.published_at,
         "anomalies": findings,

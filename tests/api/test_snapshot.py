@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import duckdb
 
+from api import views
 from api.snapshot import CURRENT, KEEP_SNAPSHOTS, open_snapshot, publish_snapshot
 from orchestration.quality.anomalies import FINDINGS_SCHEMA_SQL
 from tests.api.conftest import ApiServer
@@ -194,3 +196,30 @@ def test_unchanged_days_of_event_lines_are_linked_not_written_again(tmp_path: Pa
         ("2026-10-02", "accepted", 2),
         ("2026-10-02", "duplicate", 1),
     ]
+
+
+def test_anomalies_since_keeps_the_periods_that_end_after_it_by_each_customers_cycle(
+    tmp_path: Path,
+) -> None:
+    """Anchored on the 31st, the period beginning 28 February 2027 ends on 31 March: it is still
+    open on 29 March (a month after its start would say it ended on the 28th)."""
+    root = tmp_path / "snapshots"
+    with small_warehouse(tmp_path / "w.duckdb") as conn:
+        conn.execute(
+            "create table int_customer_billing_cycles as select 'cus_31st' as customer_id, "
+            "31 as billing_anchor_day, 1 as anchor_day_count"
+        )
+        conn.execute(
+            "insert into reconciliation_discrepancies values "
+            "('cus_31st', '2027-02-28', 'm1', 2), ('cus_calendar', '2027-02-01', 'm1', 3)"
+        )
+        publish_snapshot(conn, root)
+    with open_snapshot(root) as snapshot:
+        open_on_29_march = views.anomalies(snapshot, date(2027, 3, 29), limit=10)
+        after_its_end = views.anomalies(snapshot, date(2027, 3, 31), limit=10)
+        everything = views.anomalies(snapshot, None, limit=2)
+    assert [r["customer_id"] for r in open_on_29_march["reconciliation_discrepancies"]] == [
+        "cus_31st"
+    ]
+    assert after_its_end["reconciliation_discrepancies"] == []
+    assert len(everything["reconciliation_discrepancies"]) == 2
