@@ -164,6 +164,15 @@ def test_hand_fixture_is_billed_to_the_exact_decimal(
     assert lag[2] > 0 and lag[3] >= 0 and lag[4]  # events measured; sent after billed
     lag_table = _latest_check_metadata("metering_lag_daily", "metering_lag_summary")["lag_table"]
     assert "| 2026-10-01 |" in lag_table.value and "| usage date |" in lag_table.value
+    # Day 2's arrivals touched both usage dates: every accepted event, each counted once (not
+    # once per meter that reads it).
+    events_per_day = [
+        int(row.split("|")[2].replace(",", ""))
+        for row in lag_table.value.splitlines()
+        if row.startswith("| 2026-")
+    ]
+    assert len(events_per_day) == 2
+    assert sum(events_per_day) == EXPECTED_COUNTS["accepted"]
     with duckdb.connect(str(get_settings().warehouse_path), read_only=True) as conn:
         accuracy = conn.execute(
             "select invoices_compared, invoices_matching, matching_share, "
