@@ -146,7 +146,7 @@ class Entry:
         _check_currency(f"Entry on {self.account}", self.currency)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transaction:
     key: str
     kind: str
@@ -159,6 +159,11 @@ class Transaction:
     # The key of the transaction this one reverses: it must negate it exactly, and an original
     # is reversed at most once (both checked by the database).
     reverses: str | None = field(default=None, kw_only=True)
+    # Computed once, on first use (content_hash). Declared, so every value has the attributes
+    # from the start: set later, each value would get a dict object of its own for them (50,000
+    # in a large batch, which the cycle collector then scans again and again).
+    _content_hash: str | None = field(default=None, init=False, repr=False, compare=False)
+    _metadata_json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name("A transaction key (its idempotency key)", self.key)
@@ -215,7 +220,7 @@ class Transaction:
 
         Computed once per value: the value is immutable, so a retried batch does not pay again.
         """
-        cached = self.__dict__.get("_content_hash")
+        cached = self._content_hash
         if cached is None:
             cached, metadata_json = self._compute_content_hash()
             object.__setattr__(self, "_content_hash", cached)
@@ -226,7 +231,8 @@ class Transaction:
         """The metadata as the JSON text the content hash covers (sorted keys, ASCII): what the
         ledger stores, rendered once with the hash."""
         self.content_hash()
-        return self.__dict__["_metadata_json"]
+        assert self._metadata_json is not None
+        return self._metadata_json
 
     def _compute_content_hash(self) -> tuple[str, str]:
         return _content_hash_and_metadata_json(

@@ -602,13 +602,12 @@ def _copy_transactions(cursor: psycopg.Cursor, new: Sequence[Transaction]) -> di
     same key: the second waits for the first's commit and then fails on the key, and
     ``post_many`` looks again.
     """
-    ids = [
-        int(row[0])
-        for row in cursor.execute(
-            "select nextval('ledger.transactions_id_seq') from generate_series(1, %s)",
-            [len(new)],
-        ).fetchall()
-    ]
+    drawn = cursor.execute(
+        "select array(select nextval('ledger.transactions_id_seq') from generate_series(1, %s))",
+        [len(new)],
+    ).fetchone()
+    assert drawn is not None
+    ids: list[int] = drawn[0]  # one array: not a row (a tuple the cycle collector tracks) per id
     new_ids = {t.key: transaction_id for t, transaction_id in zip(new, ids, strict=True)}
     originals = sorted({t.reverses for t in new if t.reverses and t.reverses not in new_ids})
     if originals:
