@@ -117,14 +117,24 @@ class DbtFailed(AssertionError):
     pass
 
 
+def write_tables(
+    conn: duckdb.DuckDBPyConnection,
+    definitions: dict[str, str],
+    tables: dict[str, Iterable[Sequence[object]]],
+) -> None:
+    """Each table of ``definitions`` (name -> column list) created afresh in ``main``, holding
+    its rows from ``tables`` (none when absent)."""
+    for name, columns in definitions.items():
+        conn.execute(f"create or replace table main.{name} ({columns})")
+        rows = list(tables.get(name, ()))
+        if rows:
+            marks = ", ".join("?" for _ in rows[0])
+            conn.executemany(f"insert into main.{name} values ({marks})", rows)
+
+
 def write_inputs(path: Path, tables: dict[str, Iterable[Sequence[object]]]) -> None:
     with duckdb.connect(str(path)) as conn:
-        for name, columns in INPUT_TABLES.items():
-            conn.execute(f"create or replace table main.{name} ({columns})")
-            rows = list(tables.get(name, ()))
-            if rows:
-                marks = ", ".join("?" for _ in rows[0])
-                conn.executemany(f"insert into main.{name} values ({marks})", rows)
+        write_tables(conn, INPUT_TABLES, tables)
 
 
 RATING_MODELS = (

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pricing.charges import Charge, UsageDay, daily_amounts, minimum_top_up
 from pricing.prorations import round_to_minor_units
 from tests.rating.cases import Case, reference_rating
-from tests.rating.dbt_harness import INPUT_TABLES, RatingBuild
+from tests.rating.dbt_harness import INPUT_TABLES, RatingBuild, write_tables
 from tests.rating.test_charge_properties import charges, usage_days
 
 Line = tuple[str, Decimal]  # (line type, exact amount)
@@ -169,16 +169,15 @@ INVOICE_INPUTS = {
         "customer_id varchar, billing_period_start_date date, billing_period_end_date date, "
         "billing_anchor_day integer"
     ),
-    "int_customer_plan_days": (
-        "customer_id varchar, subscription_id varchar, plan_id varchar, currency varchar, "
-        "valid_from_date date, valid_to_date date"
-    ),
-    "price_book_plans": (
-        "plan_id varchar, plan_name varchar, currency varchar, monthly_fee_minor bigint, "
-        "minimum_spend_minor decimal(24, 12)"
-    ),
-    "subscription_fee_lines": INPUT_TABLES["subscription_fee_lines"],
-    "stg_billing__credit_applications": INPUT_TABLES["stg_billing__credit_applications"],
+    **{
+        name: INPUT_TABLES[name]
+        for name in (
+            "int_customer_plan_days",
+            "price_book_plans",
+            "subscription_fee_lines",
+            "stg_billing__credit_applications",
+        )
+    },
 }
 
 
@@ -297,11 +296,7 @@ def test_random_invoices_add_up_in_the_compiled_sql(
     with duckdb.connect() as conn:
         conn.execute(f"attach ':memory:' as {database}")
         conn.execute(f"use {database}")
-        for name, rows in _invoice_tables(list(customers)).items():
-            conn.execute(f"create table main.{name} ({INVOICE_INPUTS[name]})")
-            if rows:
-                marks = ", ".join("?" for _ in rows[0])
-                conn.executemany(f"insert into main.{name} values ({marks})", rows)
+        write_tables(conn, INVOICE_INPUTS, _invoice_tables(list(customers)))
         for name, sql in models:
             conn.execute(f"create table main.{name} as {sql}")
         lines = conn.execute(
