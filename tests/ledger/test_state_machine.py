@@ -72,6 +72,22 @@ def all_rows(conn: psycopg.Connection) -> set[tuple]:
     return set(transactions) | set(entries)
 
 
+def with_other_content(original: Transaction, amount: Decimal) -> Transaction:
+    """``original``'s key with other content: entries on platform:other, which nothing else
+    posts, so it always conflicts with what was posted under the key."""
+    return Transaction(
+        key=original.key,
+        kind=original.kind,
+        cause_type=original.cause_type,
+        cause_id=original.cause_id,
+        effective_at=original.effective_at,
+        entries=(
+            Entry("platform:cash", amount, "usd"),
+            Entry("platform:other", -amount, "usd"),
+        ),
+    )
+
+
 class LedgerMachine(RuleBasedStateMachine):
     posted_keys = Bundle("posted_keys")
 
@@ -175,18 +191,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(key=posted_keys, amount=amounts)
     def conflicting_repost(self, key: str, amount: Decimal) -> None:
-        original = self.posted[key]
-        changed = Transaction(
-            key=key,
-            kind=original.kind,
-            cause_type=original.cause_type,
-            cause_id=original.cause_id,
-            effective_at=original.effective_at,
-            entries=(
-                Entry("platform:cash", amount, "usd"),
-                Entry("platform:other", -amount, "usd"),
-            ),
-        )
+        changed = with_other_content(self.posted[key], amount)
         fresh = self.new_key("t")
         innocent = Transaction(
             key=fresh,
@@ -263,19 +268,8 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.book.post_many(list(reversed(batch)))
         assert (result.created, result.existing) == (0, len(batch))
         index = data.draw(st.integers(min_value=0, max_value=len(batch) - 1))
-        original = batch[index]
-        changed = Transaction(
-            key=original.key,
-            kind="changed",
-            cause_type=original.cause_type,
-            cause_id=original.cause_id,
-            effective_at=original.effective_at,
-            entries=(
-                Entry("platform:cash", amount, "usd"),
-                Entry("platform:other", -amount, "usd"),
-            ),
-        )
-        with pytest.raises(LedgerConflictError, match=original.key):
+        changed = with_other_content(batch[index], amount)
+        with pytest.raises(LedgerConflictError, match=changed.key):
             self.book.post_many([*batch[:index], changed, *batch[index + 1 :]])
 
     @invariant()
