@@ -30,27 +30,23 @@ def _period_of(
     """The customer's billing period containing ``day`` (or beginning in the month of
     ``beginning_in``), by their billing cycle's anchor day (calendar months without one, or in
     a snapshot published before cycles were)."""
-    anchor_day = CALENDAR_MONTH_ANCHOR_DAY
-    if snapshot.has("customer_billing_cycles"):
-        rows = snapshot.rows(
-            "select billing_anchor_day from customer_billing_cycles where customer_id = ?",
-            [customer_id],
-        )
-        anchor_day = int(rows[0]["billing_anchor_day"]) if rows else anchor_day
+    anchor_day = _anchor_days(snapshot, [customer_id]).get(customer_id, CALENDAR_MONTH_ANCHOR_DAY)
     if beginning_in is not None:
         day = anchored_day(beginning_in.year, beginning_in.month, anchor_day)
     return billing_period_of(day, anchor_day)
 
 
-def _anchor_days(snapshot: Snapshot) -> dict[str, int]:
-    """Every customer's billing anchor day (none in a snapshot published before cycles were:
-    calendar months)."""
+def _anchor_days(snapshot: Snapshot, customer_ids: list[str]) -> dict[str, int]:
+    """The billing anchor day of those of ``customer_ids`` that have one (none in a snapshot
+    published before cycles were: calendar months)."""
     if not snapshot.has("customer_billing_cycles"):
         return {}
     return {
         row["customer_id"]: int(row["billing_anchor_day"])
         for row in snapshot.rows(
-            "select customer_id, billing_anchor_day from customer_billing_cycles"
+            "select customer_id, billing_anchor_day from customer_billing_cycles "
+            "where list_contains(?, customer_id)",
+            [customer_ids],
         )
     }
 
@@ -513,7 +509,7 @@ def anomalies(snapshot: Snapshot, since: date | None, limit: int) -> dict[str, A
             "order by billing_period_start_date desc, customer_id, meter_id",
             [since, since],
         )
-        anchor_days = _anchor_days(snapshot)
+        anchor_days = _anchor_days(snapshot, sorted({row["customer_id"] for row in candidates}))
         discrepancies = [
             row
             for row in candidates
