@@ -19,12 +19,12 @@ from orchestration.quality.gx_runner import SuiteOutcome, run_suite
 EXACT_AMOUNT = r"^-?[0-9]+\.[0-9]{12}$"
 # The keys the pipeline plans: usage accruals per slot, fee lines per subscription, period and
 # line type, credit applications per grant and slot, credit expiries per grant (a grant id may
-# hold ':'), each with its revision.
+# hold ':'), each with its revision. Groups do not capture (pandas warns of capturing ones).
 REVISION = r":r[1-9][0-9]*"
 SLOT = r"[^:]+:[^:]+:[0-9]{4}-[0-9]{2}-[0-9]{2}"
-FEE_LINE = r"[^:]+:[^:]+:\d{4}-\d{2}-\d{2}:(flat_fee|proration_charge|proration_credit)"
+FEE_LINE = r"[^:]+:[^:]+:\d{4}-\d{2}-\d{2}:(?:flat_fee|proration_charge|proration_credit)"
 BATCH_KEY = (
-    rf"^(usage_accrual:{SLOT}|credit_application:.+:{SLOT}|credit_expiry:.+"
+    rf"^(?:usage_accrual:{SLOT}|credit_application:.+:{SLOT}|credit_expiry:.+"
     rf"|subscription_fee:{FEE_LINE}){REVISION}$"
 )
 
