@@ -142,25 +142,15 @@ def metering_lag_summary(
     with warehouse.connect() as conn:
         rows = conn.execute(
             """
-            with touched as (
+            select usage_date, events, slowest_meter_received_lag_p95_seconds,
+                received_lag_max_seconds, slots, slots_sent, billed_lag_max_seconds,
+                sent_lag_max_seconds
+            from metering_lag_by_day
+            where usage_date in (
                 select usage_date from ingest.partition_usage_dates
                 where arrival_date >= ? and arrival_date < ?
-            ),
-
-            -- Each event once (metering_lag_daily counts it for every meter that reads it).
-            events as (
-                select usage_date, sum(event_count) as events from int_usage_daily
-                where usage_date in (select usage_date from touched)
-                group by usage_date
             )
-
-            select lag.usage_date, any_value(events.events), max(lag.received_lag_p95_seconds),
-                max(lag.received_lag_max_seconds), sum(lag.slots), sum(lag.slots_sent),
-                max(lag.billed_lag_max_seconds), max(lag.sent_lag_max_seconds)
-            from metering_lag_daily as lag
-            left join events on lag.usage_date = events.usage_date
-            where lag.usage_date in (select usage_date from touched)
-            group by lag.usage_date order by lag.usage_date
+            order by usage_date
             """,
             [window.start.date(), window.end.date()],
         ).fetchall()

@@ -348,32 +348,18 @@ def _revenue(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> Revenue:
 
 
 def _lag(conn: duckdb.DuckDBPyConnection, period: BillingPeriod) -> list[LagDay] | None:
-    if not _table_exists(conn, "metering_lag_daily"):
+    if not _table_exists(conn, "metering_lag_by_day"):
         return None
     return [
         LagDay(*row)
         for row in conn.execute(
             """
-            with in_period as (
-                select * from metering_lag_daily
-                where usage_date >= ? and usage_date < ?
-            ),
-
-            -- Each event once (metering_lag_daily counts it for every meter that reads it).
-            events as (
-                select usage_date, sum(event_count) as events from int_usage_daily
-                where usage_date in (select usage_date from in_period)
-                group by usage_date
-            )
-
-            select lag.usage_date, coalesce(any_value(events.events), 0), sum(lag.slots),
-                   sum(lag.slots_sent), max(lag.received_lag_p95_seconds),
-                   max(lag.billed_lag_p95_seconds), max(lag.sent_lag_p95_seconds),
-                   max(lag.billed_lag_max_seconds)
-            from in_period as lag
-            left join events on lag.usage_date = events.usage_date
-            group by lag.usage_date
-            order by lag.usage_date
+            select usage_date, events, slots, slots_sent, slowest_meter_received_lag_p95_seconds,
+                slowest_meter_billed_lag_p95_seconds, slowest_meter_sent_lag_p95_seconds,
+                billed_lag_max_seconds
+            from metering_lag_by_day
+            where usage_date >= ? and usage_date < ?
+            order by usage_date
             """,
             [period.start, period.end],
         ).fetchall()

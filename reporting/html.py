@@ -318,7 +318,7 @@ def _invoices(revenue: Revenue) -> str:
 def _lag_section(lag: list[LagDay] | None, chart_specs: dict[str, charts.Spec]) -> str:
     parts = ['<section id="metering-lag">', "<h2>3. Metering lag</h2>"]
     if lag is None:
-        parts += [_missing(["metering_lag_daily"]), "</section>"]
+        parts += [_missing(["metering_lag_by_day"]), "</section>"]
         return "\n".join(parts)
     if not lag:
         parts += ["<p>No metered usage in this period.</p>", "</section>"]

@@ -33,6 +33,7 @@ def test_definitions_load_with_every_asset_check_and_schedule() -> None:
         "customer_balances",
         "billing_conservation_daily",
         "metering_lag_daily",
+        "metering_lag_by_day",
     } <= keys
     # The API's snapshot is published last: after the finance marts and Stripe's read-back.
     snapshot_parents = {

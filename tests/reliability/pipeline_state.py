@@ -89,6 +89,7 @@ WAREHOUSE_NATURAL_KEYS = (
     ),
     NaturalKey("main.invoice_accuracy", ("billing_period_start_date", "currency")),
     NaturalKey("main.metering_lag_daily", ("usage_date", "meter_id")),
+    NaturalKey("main.metering_lag_by_day", ("usage_date",)),
     NaturalKey("main.customer_balances", ("customer_id", "currency")),
     NaturalKey(
         "billing.ledger_batch_entries",
