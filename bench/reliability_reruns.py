@@ -340,8 +340,11 @@ def _section(
         "first and the late usage it carries for day 1 is posted as day 1's `r1`; day 1's "
         "own usage follows as `r2`. Same totals per slot and account, other transactions. "
         "Re-runs after that change nothing. For the same reason it sends more meter events: "
-        "a slot's usage reaches Stripe as increases only, one per run that raised it; what "
-        "Stripe counts per slot is the clean run's.",
+        "a slot's usage reaches Stripe as one change per run that moved it (an increase, or a "
+        "decrease when a `unique_count` value turns out first seen on a day billed later); "
+        "what Stripe counts per slot is the clean run's, and a slot whose changes net to zero "
+        "counts as none, at Stripe and in the outbox's totals, as a ledger slot that nets to "
+        "zero does.",
         "",
         *FOUND_AND_FIXED,
     ]
