@@ -459,10 +459,13 @@ def pipeline_state(run: Scenario) -> PipelineState:
 def derived_state(run: Scenario, ledger_url: str) -> PipelineState:
     """What a clean run must leave, derived without one (the reduced form saves that run): the
     line counts the sample data's manifest promises; the ledger a single clean run posts for
-    the rated slots (each slot's first revision, posted into the empty database ``ledger_url``
-    for its content hash); Stripe's meters and the outbox holding each rated quantity once,
-    sent. The rated slots are the scenario's own; its ingestion is checked by the counts."""
+    the rated slots and the invoices' fee lines (each a first revision, posted into the empty
+    database ``ledger_url`` for its content hash); Stripe's meters and the outbox holding each
+    rated quantity once, sent. Slots and fee lines are the scenario's own; its ingestion is
+    checked by the counts."""
+    from ledger.fee_postings import plan_fee_postings
     from ledger.usage_accruals import RatedSlot, plan_usage_accruals
+    from orchestration.assets.billing import fee_lines
     from stripe_sync.meter_events import meter_event_identifier
 
     actual = pipeline_state(run)
@@ -472,6 +475,7 @@ def derived_state(run: Scenario, ledger_url: str) -> PipelineState:
             "select customer_id, meter_id, usage_date, currency, amount_minor_exact, "
             "quantity_units from billable_usage_daily where is_priced"
         ).fetchall()
+        fees, invoiced_periods = fee_lines(conn)
     transactions = plan_usage_accruals(
         [
             RatedSlot(customer_id=c, meter_id=m, usage_date=d, currency=cur, amount_minor=a)
@@ -479,7 +483,7 @@ def derived_state(run: Scenario, ledger_url: str) -> PipelineState:
         ],
         posted={},
         usage_dates={row[2] for row in priced},
-    )
+    ) + plan_fee_postings(fees, posted={}, periods=invoiced_periods)
     with Ledger.connect(ledger_url) as book:
         book.post_many(transactions)
         report = book.verify(recompute_hashes=True)
