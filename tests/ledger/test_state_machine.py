@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -75,16 +76,9 @@ def all_rows(conn: psycopg.Connection) -> set[tuple]:
 def with_other_content(original: Transaction, amount: Decimal) -> Transaction:
     """``original``'s key with other content: entries on platform:other, which nothing else
     posts, so it always conflicts with what was posted under the key."""
-    return Transaction(
-        key=original.key,
-        kind=original.kind,
-        cause_type=original.cause_type,
-        cause_id=original.cause_id,
-        effective_at=original.effective_at,
-        entries=(
-            Entry("platform:cash", amount, "usd"),
-            Entry("platform:other", -amount, "usd"),
-        ),
+    return replace(
+        original,
+        entries=(Entry("platform:cash", amount, "usd"), Entry("platform:other", -amount, "usd")),
     )
 
 
