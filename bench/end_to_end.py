@@ -256,23 +256,20 @@ def step_seconds(settings: object, run_id: str | None) -> tuple[float, list[tupl
 
 
 def in_subprocess(kind: str, data_dir: Path, day: date) -> dict[str, float]:
+    return measured_in_subprocess(
+        [__file__, "--measure", kind, "--data-dir", str(data_dir), "--day", day.isoformat()],
+        what=f"{kind} measurement",
+    )
+
+
+def measured_in_subprocess(arguments: list[str], *, what: str) -> dict:
+    """Run a bench script with ``arguments`` in a fresh Python process (its own peak memory,
+    nothing imported before) and return the JSON object it printed last."""
     completed = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--measure",
-            kind,
-            "--data-dir",
-            str(data_dir),
-            "--day",
-            day.isoformat(),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, *arguments], capture_output=True, text=True, check=False
     )
     if completed.returncode != 0:
-        raise SystemExit(f"{kind} measurement failed:\n{completed.stdout}\n{completed.stderr}")
+        raise SystemExit(f"The {what} failed:\n{completed.stdout}\n{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 

@@ -27,7 +27,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 
-from end_to_end import BENCH_DAY, in_subprocess, peak_memory_mib  # noqa: E402
+from end_to_end import (  # noqa: E402
+    BENCH_DAY,
+    in_subprocess,
+    measured_in_subprocess,
+    peak_memory_mib,
+)
 
 
 def measure_floor(data_dir: Path, day: date) -> dict[str, float]:
@@ -109,25 +114,10 @@ def main() -> None:
 
 
 def _floor_in_subprocess(data_dir: Path, day: date) -> dict[str, float]:
-    import subprocess
-
-    completed = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--measure-floor",
-            "--data-dir",
-            str(data_dir),
-            "--day",
-            str(day),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    return measured_in_subprocess(
+        [__file__, "--measure-floor", "--data-dir", str(data_dir), "--day", str(day)],
+        what="floor measurement",
     )
-    if completed.returncode != 0:
-        raise SystemExit(f"The floor measurement failed:\n{completed.stdout}\n{completed.stderr}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

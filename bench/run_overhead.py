@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from end_to_end import measured_in_subprocess
 
 FIRST_DAY = date(2026, 10, 1)
 SLOWEST_STEPS = 5
@@ -76,15 +77,9 @@ def measure(data_dir: Path, days: int) -> dict[str, object]:
 
 
 def in_subprocess(data_dir: Path, days: int) -> dict[str, object]:
-    completed = subprocess.run(
-        [sys.executable, __file__, "--measure", str(data_dir), "--days", str(days)],
-        capture_output=True,
-        text=True,
-        check=False,
+    return measured_in_subprocess(
+        [__file__, "--measure", str(data_dir), "--days", str(days)], what="measurement"
     )
-    if completed.returncode != 0:
-        raise SystemExit(f"measurement failed:\n{completed.stdout}\n{completed.stderr}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
